@@ -1,0 +1,159 @@
+"""The small interface every engine implements, and the records it exchanges with the tuner.
+
+An engine owns its option names (the real ones of ``vllm serve`` or ``trtllm-serve``), its search
+space, its validity rules and its export format. It also maps a config onto a
+:class:`ServingPlan`, the engine-neutral description that the simulator and the memory rules read,
+so nothing outside ``engines/`` ever branches on an engine's name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Mapping
+
+from engines.metrics import Measurement, RequestSLO
+from engines.specs import HardwareSpec, ModelSpec
+from engines.workload import WorkloadSpec
+
+Config = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searchable option, named as the engine names it.
+
+    ``when`` makes the option conditional (define-by-run): it is only suggested when every named
+    option already chosen has one of the listed values. ``restart`` is False for options a running
+    server can take without restarting (load parameters); real engines reuse servers across them.
+    """
+
+    name: str
+    kind: Literal["categorical", "int", "float"]
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    default: Any = None
+    when: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    restart: bool = True
+    help: str = ""
+
+    def applies(self, chosen: Mapping[str, Any]) -> bool:
+        """Whether this option is active given the options chosen before it."""
+        return all(chosen.get(key) in values for key, values in self.when.items())
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    """What a config means physically, in engine-neutral terms.
+
+    ``weight_dtype``/``compute_dtype``: how weights are stored and which tensor-core rate the
+    matmuls run at (W4A16 AWQ stores int4 but computes in bf16). ``memory_rule`` says how
+    ``memory_fraction`` is read: vLLM's ``gpu_memory_utilization`` is a share of the whole GPU,
+    TensorRT-LLM's ``free_gpu_memory_fraction`` a share of what is free after the weights.
+    """
+
+    weight_dtype: str
+    compute_dtype: str
+    kv_dtype: str
+    tp: int
+    pp: int
+    max_seqs: int
+    max_batched_tokens: int
+    max_model_len: int
+    memory_fraction: float
+    memory_rule: Literal["total", "free_after_weights"]
+    prefix_caching: bool
+    chunked_prefill: bool
+    cuda_graphs: bool
+    block_size: int = 16
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def precision(self) -> str:
+        """Short label, e.g. ``fp8`` or ``bf16/kv-fp8``, used for accuracy estimates and plots."""
+        label = self.weight_dtype if self.weight_dtype == self.compute_dtype else (
+            f"w{self.weight_dtype}a{self.compute_dtype}")
+        return label if self.kv_dtype in (self.compute_dtype, "bf16", "fp16") and not (
+            self.kv_dtype == "fp8" and self.compute_dtype != "fp8") else f"{label}/kv-{self.kv_dtype}"
+
+
+@dataclass
+class RunContext:
+    """Everything a trial needs besides its config."""
+
+    model: ModelSpec
+    hardware: HardwareSpec
+    workload: WorkloadSpec
+    slo: RequestSLO = field(default_factory=RequestSLO)
+    seed: int = 0
+    workdir: Path = field(default_factory=lambda: Path("studies/runs"))
+    trial_number: int | None = None
+    timeout_s: float = 1800.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportBundle:
+    """Files an engine takes as they are, plus the command that uses them."""
+
+    files: Mapping[str, str]
+    command: list[str]
+    notes: str = ""
+
+
+class Engine(ABC):
+    """One serving engine: space, validation, measurement and export."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+
+    @abstractmethod
+    def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:
+        """The default search space for this model on this hardware."""
+
+    @abstractmethod
+    def plan(self, config: Config, ctx: RunContext) -> ServingPlan:
+        """Read a config as an engine-neutral :class:`ServingPlan`."""
+
+    @abstractmethod
+    def engine_rules(self, config: Config, ctx: RunContext) -> list[str]:
+        """Reasons specific to this engine why ``config`` cannot run (empty when it can)."""
+
+    def validate(self, config: Config, ctx: RunContext) -> list[str]:
+        """All reasons ``config`` cannot run: this engine's rules, then the shared physical ones."""
+        from engines.rules import physical_rules
+
+        reasons = self.engine_rules(config, ctx)
+        if reasons:
+            return reasons
+        return physical_rules(self.plan(config, ctx), ctx)
+
+    @abstractmethod
+    def run(self, config: Config, ctx: RunContext) -> Measurement:
+        """Measure ``config`` under ``ctx.workload``; raise EngineError with a reason on failure."""
+
+    @abstractmethod
+    def export(self, config: Config, ctx: RunContext) -> ExportBundle:
+        """The files and command that serve ``config`` with this engine."""
+
+    def defaults(self, model: ModelSpec, hardware: HardwareSpec) -> Config:
+        """The engine's own defaults for every option in its space (the baseline config)."""
+        chosen: Config = {}
+        for param in self.space(model, hardware):
+            if param.applies(chosen):
+                chosen[param.name] = param.default
+        return chosen
+
+    def versions(self) -> dict[str, str]:
+        """Versions worth recording with every trial (engine release the options follow...)."""
+        return {}
+
+    def close(self) -> None:
+        """Release anything held between trials (a running server); safe to call twice."""

@@ -1,0 +1,46 @@
+"""The ``sim`` runner: any engine's configs measured by a performance model instead of a GPU.
+
+:class:`SimulatedEngine` keeps the target engine's space, rules and export (so a sim study's
+winner exports exactly like a real one) and replaces ``run`` with :func:`simulate`, which costs
+each continuous-batching step with a roofline and an engine efficiency profile.
+"""
+
+from __future__ import annotations
+
+from engines.base import Config, Engine, ExportBundle, Param, RunContext, ServingPlan
+from engines.metrics import Measurement
+from engines.sim.simulate import simulate
+from engines.specs import HardwareSpec, ModelSpec
+
+
+class SimulatedEngine(Engine):
+    """Wraps a real engine; every measurement it returns is labelled ``estimated``."""
+
+    def __init__(self, target: Engine, profile: str | None = None) -> None:
+        self.target = target
+        self.profile = profile
+        self.name = target.name  # type: ignore[misc]
+        self.label = f"{target.label} (sim)"  # type: ignore[misc]
+
+    def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:
+        return self.target.space(model, hardware)
+
+    def plan(self, config: Config, ctx: RunContext) -> ServingPlan:
+        return self.target.plan(config, ctx)
+
+    def engine_rules(self, config: Config, ctx: RunContext) -> list[str]:
+        return self.target.engine_rules(config, ctx)
+
+    def run(self, config: Config, ctx: RunContext) -> Measurement:
+        return simulate(self.target.name, self.plan(config, ctx), ctx, profile=self.profile)
+
+    def export(self, config: Config, ctx: RunContext) -> ExportBundle:
+        return self.target.export(config, ctx)
+
+    def defaults(self, model: ModelSpec, hardware: HardwareSpec) -> Config:
+        return self.target.defaults(model, hardware)
+
+    def versions(self) -> dict[str, str]:
+        from engines.sim.profiles import profile_version
+
+        return {**self.target.versions(), "sim_profile": profile_version(self.profile)}

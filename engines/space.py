@@ -1,0 +1,53 @@
+"""User overrides of an engine's search space, checked against the engine's own options.
+
+A study spec can narrow or widen any bound, replace a choice list, or pin an option to one
+value; an option the engine does not have is an error that names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Mapping
+
+from engines.base import Param
+from engines.errors import SpecError
+
+_RANGE_KEYS = {"low", "high", "step", "log"}
+
+
+def apply_overrides(space: list[Param], overrides: Mapping[str, Any], where: str) -> list[Param]:
+    """Return ``space`` with ``overrides`` applied; ``where`` prefixes error messages."""
+    by_name = {p.name: p for p in space}
+    unknown = sorted(set(overrides) - set(by_name))
+    if unknown:
+        raise SpecError(f"{where}.{unknown[0]}: not an option of this engine; options: "
+                        f"{', '.join(by_name)}")
+    return [_override(p, overrides[p.name], f"{where}.{p.name}") if p.name in overrides else p
+            for p in space]
+
+
+def _override(param: Param, value: Any, where: str) -> Param:
+    if not isinstance(value, Mapping):
+        value = {"value": value}
+    keys = set(value)
+    if "value" in keys:
+        if keys != {"value"}:
+            raise SpecError(f"{where}: 'value' pins the option and takes no other key")
+        return replace(param, kind="categorical", choices=(value["value"],), default=value["value"])
+    if "choices" in keys:
+        choices = value["choices"]
+        if keys != {"choices"} or not isinstance(choices, list) or not choices:
+            raise SpecError(f"{where}: 'choices' must be a non-empty list and stand alone")
+        return replace(param, kind="categorical", choices=tuple(choices))
+    if param.kind == "categorical":
+        raise SpecError(f"{where}: categorical option takes 'choices' or 'value', got {sorted(keys)}")
+    bad = keys - _RANGE_KEYS
+    if bad:
+        raise SpecError(f"{where}: unknown key {sorted(bad)[0]!r}; use low/high/step/log, "
+                        "choices or value")
+    merged = replace(param, **{k: value[k] for k in keys})
+    if merged.low is None or merged.high is None or merged.low > merged.high:
+        raise SpecError(f"{where}: low ({merged.low}) must not exceed high ({merged.high})")
+    if merged.log and merged.low <= 0:
+        raise SpecError(f"{where}: log scale needs low > 0, got {merged.low}")
+    return merged

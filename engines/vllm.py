@@ -1,0 +1,138 @@
+"""vLLM: its search space, rules and export, under the names `vllm serve` uses.
+
+Option names follow vLLM's EngineArgs (underscored in configs, dashed on the command line and
+in ``vllm serve --config`` YAML). The real measurement path starts ``vllm serve`` through the
+shared server lifecycle in :mod:`engines.serving` and drives it with the shared load generator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from engines.base import Config, Engine, ExportBundle, Param, RunContext, ServingPlan
+from engines.metrics import Measurement
+from engines.specs import HardwareSpec, ModelSpec
+
+VLLM_VERSION = "0.26.0"
+_WEIGHTS = {None: None, "fp8": ("fp8", "fp8"), "awq": ("int4", "bf16"), "gptq": ("int4", "bf16")}
+_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "auto": "bf16"}
+# Booleans whose vLLM default is True: False must be spelled --no-<flag>.
+_DEFAULT_TRUE = {"enable_prefix_caching", "enable_chunked_prefill"}
+
+
+def _parallel_choices(count: int) -> tuple[int, ...]:
+    return tuple(n for n in (1, 2, 4, 8, 16) if n <= count)
+
+
+class VllmEngine(Engine):
+    """``vllm serve`` with the options that matter for throughput and latency."""
+
+    name = "vllm"
+    label = f"vLLM {VLLM_VERSION}"
+
+    def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:
+        big_gpu = hardware.gpu_info.memory_gib >= 70
+        quant: tuple[Any, ...] = (None, "fp8") + tuple(
+            q for q in ("awq", "gptq") if q in model.quantized_checkpoints)
+        par = _parallel_choices(hardware.count)
+        return [
+            Param("dtype", "categorical", ("bfloat16", "float16"), default="bfloat16"),
+            Param("quantization", "categorical", quant, default=None,
+                  help="fp8: online W8A8; awq/gptq: int4 weights from a pre-quantized checkpoint"),
+            Param("kv_cache_dtype", "categorical", ("auto", "fp8"), default="auto"),
+            Param("gpu_memory_utilization", "float", low=0.80, high=0.95, step=0.01, default=0.92),
+            Param("max_num_seqs", "int", low=16, high=1024, log=True,
+                  default=1024 if big_gpu else 256),
+            Param("max_num_batched_tokens", "int", low=1024, high=32768, log=True,
+                  default=8192 if big_gpu else 2048),
+            Param("max_model_len", "categorical", (model.max_context,), default=model.max_context),
+            Param("tensor_parallel_size", "categorical", par, default=1),
+            Param("pipeline_parallel_size", "categorical", par, default=1),
+            Param("enable_prefix_caching", "categorical", (True, False), default=True),
+            Param("enable_chunked_prefill", "categorical", (True, False), default=True),
+            Param("enforce_eager", "categorical", (False, True), default=False),
+            Param("block_size", "categorical", (16, 32), default=16),
+        ]
+
+    def plan(self, config: Config, ctx: RunContext) -> ServingPlan:
+        model_dtype = _DTYPES[config.get("dtype", "bfloat16")]
+        weights = _WEIGHTS[config.get("quantization")] or (model_dtype, model_dtype)
+        kv = config.get("kv_cache_dtype", "auto")
+        return ServingPlan(
+            weight_dtype=weights[0],
+            compute_dtype=weights[1] if weights[1] != "bf16" else model_dtype,
+            kv_dtype=model_dtype if kv == "auto" else "fp8",
+            tp=int(config.get("tensor_parallel_size", 1)),
+            pp=int(config.get("pipeline_parallel_size", 1)),
+            max_seqs=int(config["max_num_seqs"]),
+            max_batched_tokens=int(config["max_num_batched_tokens"]),
+            max_model_len=int(config.get("max_model_len", ctx.model.max_context)),
+            memory_fraction=float(config["gpu_memory_utilization"]),
+            memory_rule="total",
+            prefix_caching=bool(config.get("enable_prefix_caching", True)),
+            chunked_prefill=bool(config.get("enable_chunked_prefill", True)),
+            cuda_graphs=not config.get("enforce_eager", False),
+            block_size=int(config.get("block_size", 16)),
+        )
+
+    def engine_rules(self, config: Config, ctx: RunContext) -> list[str]:
+        quant = config.get("quantization")
+        if quant in ("awq", "gptq") and quant not in ctx.model.quantized_checkpoints:
+            return [f"quantization={quant} needs a pre-quantized checkpoint: set "
+                    f"model.quantized_checkpoints.{quant}"]
+        if quant not in _WEIGHTS:
+            return [f"quantization={quant!r} is not one servetune knows for vLLM"]
+        return []
+
+    def model_path(self, config: Config, ctx: RunContext) -> str:
+        """The checkpoint to serve: pre-quantized for awq/gptq, else the model itself."""
+        quant = config.get("quantization")
+        return ctx.model.quantized_checkpoints.get(quant, ctx.model.serve_path) if quant else (
+            ctx.model.serve_path)
+
+    def serve_options(self, config: Config, ctx: RunContext) -> dict[str, Any]:
+        """``vllm serve`` options as YAML-ready (dashed key -> value); False booleans as ``no-``."""
+        options: dict[str, Any] = {}
+        for key, value in config.items():
+            if value is None or key == "quantization" and value in ("awq", "gptq"):
+                continue  # pre-quantized checkpoints declare their own method
+            dashed = key.replace("_", "-")
+            if isinstance(value, bool):
+                if value:
+                    options[dashed] = True
+                elif key in _DEFAULT_TRUE:
+                    options[f"no-{dashed}"] = True
+                continue
+            options[dashed] = value
+        return options
+
+    def serve_argv(self, config: Config, ctx: RunContext, host: str, port: int,
+                   extra: dict[str, Any] | None = None) -> list[str]:
+        """The full ``vllm serve`` argv (a list, never a shell string)."""
+        argv = ["vllm", "serve", self.model_path(config, ctx), "--host", host, "--port", str(port)]
+        for key, value in {**self.serve_options(config, ctx), **(extra or {})}.items():
+            argv.append(f"--{key}")
+            if value is not True:
+                argv.append(str(value))
+        return argv
+
+    def export(self, config: Config, ctx: RunContext) -> ExportBundle:
+        options = {"model": self.model_path(config, ctx), "host": "127.0.0.1", "port": 8000,
+                   **self.serve_options(config, ctx)}
+        text = ("# vllm serve --config vllm_config.yaml  (vLLM " + VLLM_VERSION + ")\n"
+                + yaml.safe_dump(options, sort_keys=False))
+        return ExportBundle(
+            files={"vllm_config.yaml": text},
+            command=["vllm", "serve", "--config", "vllm_config.yaml"],
+            notes=" ".join(self.serve_argv(config, ctx, "127.0.0.1", 8000)),
+        )
+
+    def run(self, config: Config, ctx: RunContext) -> Measurement:
+        from engines.serving import measure_server  # real servers only when asked for
+
+        return measure_server(self, config, ctx)
+
+    def versions(self) -> dict[str, str]:
+        return {"vllm_options": VLLM_VERSION}

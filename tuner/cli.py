@@ -1,0 +1,237 @@
+"""The ``servetune`` command: a thin layer over the library, with rich output.
+
+Every servetune error is caught here once and shown as one line (exit code 2); ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engines.errors import ServetuneError
+from tuner.objectives import label
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Find the best way to serve an LLM on given GPUs.")
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if debug else optuna.logging.WARNING)
+
+
+def _resolve(study: str, storage: Optional[str]):
+    """A study given as a spec path or a name -> (optuna study, spec)."""
+    from tuner.spec import load_spec
+    from tuner.study import load_study
+
+    if study.endswith((".yaml", ".yml")):
+        spec = load_spec(study, storage=storage)
+        return load_study(spec.name, spec.storage_url)
+    return load_study(study, storage or f"sqlite:///studies/{study}.db")
+
+
+@app.command()
+def run(
+    spec_path: Path = typer.Argument(..., help="study spec (YAML)"),
+    trials: Optional[int] = typer.Option(None, help="total trial budget (overrides the spec)"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (overrides the spec)"),
+    name: Optional[str] = typer.Option(None, help="study name (overrides the spec)"),
+    sampler: Optional[str] = typer.Option(None, help="nsga2 | tpe | random | grid | gp | auto"),
+    out: Optional[Path] = typer.Option(None, help="export folder (default studies/exports/NAME)"),
+    export: bool = typer.Option(True, help="export the winner when done"),
+) -> None:
+    """Run (or resume) a study, then show its Pareto front and export the winner."""
+    from tuner.spec import load_spec
+    from tuner.study import run_study
+
+    spec = load_spec(spec_path, storage=storage, name=name, sampler=sampler)
+    if trials is not None:
+        spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"trials": trials})})
+        from tuner.spec import parse_spec
+
+        spec = parse_spec(spec.model_dump(mode="json"), str(spec_path))
+    console.print(f"[bold]{spec.name}[/]: {spec.model.name} on {spec.hardware.count}x "
+                  f"{spec.hardware.gpu}, engines {', '.join(spec.engines)}, runner {spec.runner}, "
+                  f"budget {spec.budget.trials} trials")
+    study = run_study(spec, progress=_progress_printer(spec))
+    _print_front(study)
+    if export:
+        from tuner.export import export_trial
+
+        result = export_trial(study, spec, out or Path("studies/exports") / spec.name)
+        console.print(f"[bold green]exported trial {result.trial}[/] ({result.engine}):")
+        for path in result.paths:
+            console.print(f"  {path}")
+
+
+def _progress_printer(spec):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+                        TextColumn("{task.fields[best]}"), console=console, transient=True)
+    state: dict = {"task": None, "best": None}
+    metric = spec.winner_metric
+    sign = 1 if spec.objectives[0].direction == "maximize" else -1
+
+    def update(outcome, done, total):
+        if state["task"] is None:
+            progress.start()
+            state["task"] = progress.add_task("trials", total=total, best="")
+        if outcome.state == "COMPLETE" and outcome.feasible:
+            idx = [o.metric for o in spec.objectives].index(metric) if metric in [
+                o.metric for o in spec.objectives] else 0
+            value = outcome.values[idx]
+            if state["best"] is None or sign * value > sign * state["best"]:
+                state["best"] = value
+        best = f"best {label(metric)}: {state['best']:.4g}" if state["best"] is not None else ""
+        progress.update(state["task"], completed=done, best=best)
+        if total is not None and done >= total:
+            progress.stop()
+
+    return update
+
+
+def _print_front(study) -> None:
+    from tuner.results import study_front
+
+    front = study_front(study)
+    states = {}
+    for r in front.records:
+        states[r.state] = states.get(r.state, 0) + 1
+    all_trials = study.get_trials(deepcopy=False)
+    failed = sum(1 for t in all_trials if t.state.name == "FAIL")
+    pruned = sum(1 for t in all_trials if t.state.name == "PRUNED")
+    table = Table(title=f"Pareto front of {study.study_name}: {len(front.front)} of "
+                        f"{len(front.feasible)} feasible ({len(front.records)} completed, "
+                        f"{pruned} rejected, {failed} failed); hypervolume {front.hypervolume:.4g}")
+    table.add_column("trial", justify="right")
+    table.add_column("engine")
+    table.add_column("precision")
+    for metric in front.metrics:
+        table.add_column(label(metric), justify="right")
+    table.add_column("key options")
+    for number in sorted(front.front, key=lambda n: -front.record(n).metrics.get(front.metrics[0], 0)):
+        r = front.record(number)
+        mark = " *" if number == front.winner else ""
+        keys = ", ".join(f"{k}={v}" for k, v in r.config.items()
+                         if k in ("max_num_seqs", "max_batch_size", "max_num_batched_tokens",
+                                  "max_num_tokens", "tensor_parallel_size", "tp_size"))
+        table.add_row(f"{number}{mark}", r.engine, r.precision or "",
+                      *[_fmt(r.metrics.get(m)) for m in front.metrics], keys)
+    console.print(table)
+    if front.records and front.records[0].estimated:
+        console.print("[dim]* winner. Numbers are estimated by the sim engine, not measured.[/]")
+    else:
+        console.print("[dim]* winner.[/]")
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+@app.command()
+def show(study: str = typer.Argument(..., help="study name or spec path"),
+         storage: Optional[str] = typer.Option(None, help="Optuna storage URL")) -> None:
+    """Show a study's feasible Pareto front."""
+    optuna_study, _ = _resolve(study, storage)
+    _print_front(optuna_study)
+
+
+@app.command("export")
+def export_cmd(study: str = typer.Argument(..., help="study name or spec path"),
+               out: Path = typer.Option(..., help="folder to write the files into"),
+               trial: Optional[int] = typer.Option(None, help="trial number (default: winner)"),
+               storage: Optional[str] = typer.Option(None, help="Optuna storage URL")) -> None:
+    """Export the winner (or a given trial) as engine config files plus a manifest."""
+    from tuner.export import export_trial
+
+    optuna_study, spec = _resolve(study, storage)
+    result = export_trial(optuna_study, spec, out, trial)
+    console.print(f"exported trial {result.trial} ({result.engine}):")
+    for path in result.paths:
+        console.print(f"  {path}")
+
+
+@app.command()
+def space(spec_path: Path = typer.Argument(..., help="study spec (YAML)")) -> None:
+    """Print the search space the spec defines, engine by engine."""
+    from tuner.spec import load_spec
+    from tuner.study import build_engines, search_spaces
+
+    spec = load_spec(spec_path)
+    for engine, params in search_spaces(spec, build_engines(spec)).items():
+        table = Table(title=f"{engine} search space")
+        for col in ("option", "kind", "values", "default", "only when"):
+            table.add_column(col)
+        for p in params:
+            values = (", ".join(map(str, p.choices)) if p.kind == "categorical"
+                      else f"[{p.low}, {p.high}]" + (" log" if p.log else "")
+                      + (f" step {p.step}" if p.step else ""))
+            when = ", ".join(f"{k} in {list(v)}" for k, v in p.when.items())
+            table.add_row(p.name, p.kind, values, str(p.default), when)
+        console.print(table)
+
+
+@app.command()
+def dashboard(study: str = typer.Argument(..., help="study name or spec path"),
+              storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
+              host: str = typer.Option("127.0.0.1", help="address to bind"),
+              port: int = typer.Option(8080, help="port")) -> None:
+    """Open the study in optuna-dashboard (pip install servetune[dashboard])."""
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise ServetuneError("dashboard: optuna-dashboard is not installed "
+                             "(pip install 'servetune[dashboard]')") from None
+    optuna_study, spec = _resolve(study, storage)
+    console.print(f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)")
+    from tuner.storage import open_storage
+
+    run_server(open_storage(spec.storage_url), host=host, port=port)
+
+
+def main() -> None:
+    """Entry point: run the app, turning servetune errors into one line and exit code 2."""
+    started = time.monotonic()
+    try:
+        app(standalone_mode=False)
+    except ServetuneError as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: completed trials are saved; run again to resume")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+    logging.getLogger(__name__).debug("done in %.1fs", time.monotonic() - started)

@@ -1,0 +1,78 @@
+"""Turns engines' search spaces into Optuna suggestions and samplers.
+
+Engine choice is itself a parameter; each engine's options are suggested only for that engine
+(define-by-run), under names ``<engine>.<option>`` so two engines never share a distribution.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import optuna
+
+from engines import Engine
+from engines.base import Param
+from engines.errors import SpecError
+
+ENGINE_PARAM = "engine"
+
+
+def param_key(engine: str, option: str) -> str:
+    """The Optuna parameter name of one engine option."""
+    return f"{engine}.{option}"
+
+
+def suggest_config(trial: optuna.Trial, spaces: dict[str, list[Param]]) -> tuple[str, dict[str, Any]]:
+    """Ask ``trial`` for an engine and its config; returns (engine name, config by real names)."""
+    names = list(spaces)
+    engine = names[0] if len(names) == 1 else trial.suggest_categorical(ENGINE_PARAM, names)
+    if len(names) == 1:
+        trial.set_user_attr(ENGINE_PARAM, engine)
+    config: dict[str, Any] = {}
+    for param in spaces[engine]:
+        if param.applies(config):
+            config[param.name] = _suggest(trial, param_key(engine, param.name), param)
+    return engine, config
+
+
+def _suggest(trial: optuna.Trial, key: str, param: Param) -> Any:
+    if param.kind == "categorical":
+        return trial.suggest_categorical(key, list(param.choices))
+    if param.kind == "int":
+        step = int(param.step or 1)
+        return trial.suggest_int(key, int(param.low), int(param.high),  # type: ignore[arg-type]
+                                 step=1 if param.log else step, log=param.log)
+    return trial.suggest_float(key, float(param.low), float(param.high),  # type: ignore[arg-type]
+                               step=None if param.log else param.step, log=param.log)
+
+
+def config_params(engine: str, config: dict[str, Any], many_engines: bool) -> dict[str, Any]:
+    """Optuna params for enqueueing ``config`` (the inverse of :func:`suggest_config`)."""
+    params = {param_key(engine, k): v for k, v in config.items()}
+    if many_engines:
+        params[ENGINE_PARAM] = engine
+    return params
+
+
+def make_sampler(name: str, seed: int, n_objectives: int, constraints_func: Any,
+                 engines: Sequence[Engine] = ()) -> optuna.samplers.BaseSampler:
+    """Build a sampler by name; ``auto`` is NSGA-II for several objectives, TPE for one."""
+    if name == "auto":
+        name = "nsga2" if n_objectives > 1 else "tpe"
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints_func,
+                                             population_size=20)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints_func,
+                                          multivariate=True, group=True, n_startup_trials=8)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.BruteForceSampler(seed=seed)
+    if name == "gp":
+        try:
+            import torch  # noqa: F401  (GPSampler's dependency)
+        except ImportError:
+            raise SpecError("sampler: 'gp' needs PyTorch (pip install torch)") from None
+        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints_func)
+    raise SpecError(f"sampler: unknown sampler {name!r}")

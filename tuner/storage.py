@@ -1,0 +1,44 @@
+"""Opening Optuna storages with errors users can act on, and URLs safe to write down."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import optuna
+
+from engines.errors import StudyError
+
+
+def redact(url: str) -> str:
+    """The storage URL without a password (for manifests, logs and study attributes)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; SQLite parent folders are created, failures named.
+
+    ``journal:<path>`` opens Optuna's JournalStorage on a file (for shared filesystems).
+    """
+    try:
+        if url.startswith("journal:"):
+            path = Path(url.removeprefix("journal:"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = optuna.storages.journal.JournalFileBackend(str(path))
+            return optuna.storages.JournalStorage(backend)
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists() and not path.is_file():
+                raise StudyError(f"storage: {path} is not a file")
+        kwargs = {}
+        if heartbeat_s:
+            kwargs = {"heartbeat_interval": heartbeat_s, "grace_period": heartbeat_s * 3}
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except StudyError:
+        raise
+    except PermissionError as exc:
+        raise StudyError(f"storage: cannot write {exc.filename}: permission denied") from None
+    except Exception as exc:  # SQLAlchemy/driver errors are many; show the first line only
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StudyError(f"storage: cannot open {redact(url)}: {first}") from None

@@ -1,0 +1,248 @@
+"""The tuning loop: an Optuna study whose trials pick an engine config, validate it, measure it
+and record everything needed to trust, compare and export the result.
+
+The ask/tell interface keeps control here: a rejected config is recorded as PRUNED with its
+reason, a failed measurement as FAIL with its reason, and Ctrl-C ends the trial in flight as FAIL
+("interrupted") so the study resumes with nothing lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from engines import Engine, EngineError, RunContext, get_engine
+from engines.errors import StudyError
+from tuner.objectives import constraint_values, request_slo
+from tuner.search import config_params, make_sampler, suggest_config
+from tuner.spec import StudySpec, parse_spec
+from tuner.storage import open_storage, redact
+from tuner.versions import tool_versions
+
+log = logging.getLogger(__name__)
+# Trials that ended through no fault of their config; they do not use up the budget.
+NOT_COUNTED = ("interrupted", "worker_lost", "over_budget")
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What one trial ended as, for progress displays."""
+
+    number: int
+    engine: str
+    state: str
+    values: list[float] | None
+    feasible: bool
+    reason: str | None
+    config: dict[str, Any]
+
+
+ProgressCallback = Callable[[TrialOutcome, int, int | None], None]
+
+
+def constraints_of(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """The constraint values stored with a trial (infeasible when absent: pruned or failed)."""
+    return trial.user_attrs.get("constraints") or [1.0]
+
+
+def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
+    """Create or load the study named by ``spec`` (same name and storage = resume)."""
+    storage = open_storage(spec.storage_url, heartbeat_s=spec.options.get("heartbeat_s"))
+    directions = [o.direction for o in spec.objectives]
+    sampler = make_sampler(spec.sampler, spec.seed, len(directions),
+                           constraints_of if spec.slos else None)
+    try:
+        existing = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        stored = existing.user_attrs.get("spec_hash")
+        if stored and stored != spec.spec_hash():
+            raise StudyError(
+                f"study {spec.name!r} in {redact(spec.storage_url)} was made from a different spec "
+                f"(hash {stored}, now {spec.spec_hash()}); give the study a new name")
+        return existing
+    if not create:
+        raise StudyError(f"no study named {spec.name!r} in {redact(spec.storage_url)}")
+    study = optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler,
+                                directions=directions, load_if_exists=True)
+    study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
+    study.set_user_attr("spec_hash", spec.spec_hash())
+    study.set_user_attr("objectives", [o.metric for o in spec.objectives])
+    study.set_user_attr("slos", spec.slos)
+    study.set_user_attr("versions", tool_versions())
+    return study
+
+
+def load_study(name: str, storage: str) -> tuple[optuna.Study, StudySpec]:
+    """Load an existing study and the spec it was made from."""
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    except KeyError:
+        raise StudyError(f"no study named {name!r} in {redact(storage)}") from None
+    data = study.user_attrs.get("spec")
+    if not data:
+        raise StudyError(f"study {name!r} was not made by servetune (no spec attached)")
+    return study, parse_spec({**data, "storage": storage}, f"study {name}")
+
+
+def make_context(spec: StudySpec, trial_number: int | None = None) -> RunContext:
+    """The run context every engine gets for this study."""
+    workdir = Path(spec.options.get("workdir", f"studies/runs/{spec.name}"))
+    return RunContext(model=spec.model, hardware=spec.hardware, workload=spec.workload,
+                      slo=request_slo(spec.slos), seed=spec.seed, workdir=workdir,
+                      trial_number=trial_number, timeout_s=spec.budget.trial_timeout_s,
+                      options=spec.options)
+
+
+def build_engines(spec: StudySpec) -> dict[str, Engine]:
+    """Each engine the spec searches, ready to measure with the spec's runner."""
+    return {name: get_engine(name, spec.runner, spec.sim_profile) for name in spec.engines}
+
+
+def search_spaces(spec: StudySpec, engines: dict[str, Engine]) -> dict[str, list]:
+    """Each engine's space with the spec's overrides applied."""
+    from engines.space import apply_overrides
+
+    return {name: apply_overrides(engine.space(spec.model, spec.hardware), spec.engines[name],
+                                  f"engines.{name}")
+            for name, engine in engines.items()}
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that used up budget: finished, or still running (possibly in another worker)."""
+    count = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.WAITING:
+            continue
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") in NOT_COUNTED:
+            continue
+        count += 1
+    return count
+
+
+def run_study(spec: StudySpec, progress: ProgressCallback | None = None,
+              engines: dict[str, Engine] | None = None) -> optuna.Study:
+    """Run (or resume) the study until its budget is used up; returns the Optuna study."""
+    engines = engines or build_engines(spec)
+    spaces = search_spaces(spec, engines)
+    study = open_study(spec)
+    _enqueue_starts(study, spec, engines, spaces)
+    deadline = time.monotonic() + spec.budget.minutes * 60 if spec.budget.minutes else math.inf
+    total = spec.budget.trials
+    try:
+        while (total is None or counted_trials(study) < total) and time.monotonic() < deadline:
+            outcome = run_one_trial(study, spec, engines, spaces)
+            if progress:
+                progress(outcome, counted_trials(study), total)
+            if outcome.reason == "grid_exhausted":
+                break
+    finally:
+        for engine in engines.values():
+            engine.close()
+    return study
+
+
+def run_one_trial(study: optuna.Study, spec: StudySpec, engines: dict[str, Engine],
+                  spaces: dict[str, list]) -> TrialOutcome:
+    """Ask for one config, validate and measure it, and tell the study how it went."""
+    trial = study.ask()
+    try:
+        engine_name, config = suggest_config(trial, spaces)
+    except optuna.exceptions.TrialPruned:  # pragma: no cover - samplers do not prune on suggest
+        study.tell(trial, state=TrialState.PRUNED)
+        raise
+    engine = engines[engine_name]
+    ctx = make_context(spec, trial.number)
+    trial.set_user_attr("engine", engine_name)
+    trial.set_user_attr("config", config)
+    trial.set_user_attr("runner", spec.runner)
+    try:
+        return _measure(study, trial, spec, engine, config, ctx)
+    except KeyboardInterrupt:
+        _fail(study, trial, "interrupted", "stopped by the user")
+        raise
+
+
+def _measure(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, engine: Engine,
+             config: dict[str, Any], ctx: RunContext) -> TrialOutcome:
+    def outcome(state: str, values=None, feasible=False, reason=None) -> TrialOutcome:
+        return TrialOutcome(trial.number, engine.name, state, values, feasible, reason, config)
+
+    reasons = engine.validate(config, ctx)
+    plan = engine.plan(config, ctx)
+    trial.set_user_attr("precision", plan.precision)
+    trial.set_user_attr("gpus", plan.gpus)
+    if reasons:
+        trial.set_user_attr("fail_reason", "invalid")
+        trial.set_user_attr("fail_detail", "; ".join(reasons))
+        trial.set_user_attr("constraints", [1.0] * max(1, len(spec.slos)))
+        study.tell(trial, state=TrialState.PRUNED)
+        return outcome("PRUNED", reason="invalid: " + reasons[0])
+    started = time.monotonic()
+    try:
+        measurement = engine.run(config, ctx)
+    except EngineError as exc:
+        _fail(study, trial, exc.reason, exc.detail, exc.log_path)
+        return outcome("FAIL", reason=f"{exc.reason}: {exc.detail}")
+    except Exception as exc:  # a bug or an unexpected engine error must not end the study
+        log.exception("trial %d failed unexpectedly", trial.number)
+        _fail(study, trial, "error", f"{type(exc).__name__}: {exc}")
+        return outcome("FAIL", reason=f"error: {exc}")
+    metrics = measurement.metrics()
+    trial.set_user_attr("trial_seconds", round(time.monotonic() - started, 4))
+    trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr("measurement", json.loads(json.dumps(measurement.to_dict(), default=str)))
+    trial.set_user_attr("estimated", measurement.estimated)
+    trial.set_user_attr("versions", engine.versions())
+    values = [metrics.get(o.metric, math.nan) for o in spec.objectives]
+    if any(v is None or not math.isfinite(v) for v in values):
+        _fail(study, trial, "no_result", f"objective values {values} (completed "
+              f"{measurement.num_completed}/{measurement.num_requests} requests)")
+        return outcome("FAIL", reason="no_result")
+    constraints = constraint_values(metrics, spec.slos)
+    feasible = all(c <= 0 for c in constraints)
+    trial.set_user_attr("constraints", constraints or [0.0])
+    trial.set_user_attr("feasible", feasible)
+    study.tell(trial, values)
+    return outcome("COMPLETE", values, feasible)
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, detail: str,
+          log_path: str | None = None) -> None:
+    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr("fail_detail", detail[:2000])
+    if log_path:
+        trial.set_user_attr("log_path", log_path)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def _enqueue_starts(study: optuna.Study, spec: StudySpec, engines: dict[str, Engine],
+                    spaces: dict[str, list]) -> None:
+    """Queue the baseline (engine defaults) and warm-start configs, once per study."""
+    if study.user_attrs.get("starts_enqueued"):
+        return
+    many = len(engines) > 1
+    if spec.baseline:
+        for name, engine in engines.items():
+            names = {p.name for p in spaces[name]}
+            defaults = {k: v for k, v in engine.defaults(spec.model, spec.hardware).items()
+                        if k in names}
+            study.enqueue_trial(config_params(name, defaults, many),
+                                user_attrs={"baseline": True}, skip_if_exists=True)
+    if spec.warm_start:
+        from tuner.warmstart import warm_start_configs
+
+        for name, config in warm_start_configs(spec):
+            if name in engines:
+                study.enqueue_trial(config_params(name, config, many),
+                                    user_attrs={"warm_start": True}, skip_if_exists=True)
+    study.set_user_attr("starts_enqueued", True)
