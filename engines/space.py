@@ -51,3 +51,23 @@ def _override(param: Param, value: Any, where: str) -> Param:
     if merged.log and merged.low <= 0:
         raise SpecError(f"{where}: log scale needs low > 0, got {merged.low}")
     return merged
+
+
+def space_defaults(space: list[Param]) -> dict[str, Any]:
+    """The engine defaults that the (possibly overridden) space still allows.
+
+    An option whose default was overridden out of range is left out, so the sampler picks it.
+    """
+    chosen: dict[str, Any] = {}
+    for param in space:
+        if not param.applies(chosen):
+            continue
+        value = param.default
+        if param.kind == "categorical":
+            if value in param.choices:
+                chosen[param.name] = value
+            elif len(param.choices) == 1:
+                chosen[param.name] = param.choices[0]
+        elif value is not None and param.low <= value <= param.high:  # type: ignore[operator]
+            chosen[param.name] = value
+    return chosen

@@ -134,5 +134,16 @@ class VllmEngine(Engine):
 
         return measure_server(self, config, ctx)
 
+    def server_env(self, config: Config, ctx: RunContext) -> dict[str, str]:
+        """Environment for ``vllm serve``: compile caches are kept across trials (never wiped);
+        ``ctx.options['cache_dir']`` moves them (VLLM_CACHE_ROOT, default ~/.cache/vllm)."""
+        cache = ctx.options.get("cache_dir")
+        return {"VLLM_CACHE_ROOT": str(cache)} if cache else {}
+
+    def close(self) -> None:
+        from engines.serving import close_servers
+
+        close_servers()
+
     def versions(self) -> dict[str, str]:
         return {"vllm_options": VLLM_VERSION}

@@ -22,7 +22,7 @@ from tuner.objectives import label
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Find the best way to serve an LLM on given GPUs.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 _state = {"debug": False}
 

@@ -91,6 +91,6 @@ def _manifest(study, spec, record, command, notes, front) -> dict:
         "spec_hash": spec.spec_hash(),
         "command": command,
         "full_command": notes,
-        "versions": {**tool_versions(), **record.attrs.get("versions", {})},
+        "versions": {**tool_versions(), **(record.attrs.get("result") or {}).get("versions", {})},
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -45,12 +45,14 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
         if t.state == optuna.trial.TrialState.WAITING:
             continue
         a = t.user_attrs
+        result, plan, fail = a.get("result") or {}, a.get("plan") or {}, a.get("fail") or {}
         records.append(TrialRecord(
             number=t.number, state=t.state.name, engine=a.get("engine", "?"),
             config=dict(a.get("config", {})), metrics=dict(a.get("metrics", {})),
-            feasible=bool(a.get("feasible", False)), estimated=bool(a.get("estimated", False)),
-            precision=a.get("precision"), gpus=a.get("gpus"), reason=a.get("fail_reason"),
-            detail=a.get("fail_detail"), baseline=bool(a.get("baseline", False)), attrs=a))
+            feasible=bool(result.get("feasible", False)),
+            estimated=bool(result.get("estimated", False)),
+            precision=plan.get("precision"), gpus=plan.get("gpus"), reason=fail.get("reason"),
+            detail=fail.get("detail"), baseline=bool(a.get("baseline", False)), attrs=a))
     return records
 
 

@@ -6,11 +6,10 @@ Engine choice is itself a parameter; each engine's options are suggested only fo
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import optuna
 
-from engines import Engine
 from engines.base import Param
 from engines.errors import SpecError
 
@@ -26,11 +25,13 @@ def suggest_config(trial: optuna.Trial, spaces: dict[str, list[Param]]) -> tuple
     """Ask ``trial`` for an engine and its config; returns (engine name, config by real names)."""
     names = list(spaces)
     engine = names[0] if len(names) == 1 else trial.suggest_categorical(ENGINE_PARAM, names)
-    if len(names) == 1:
-        trial.set_user_attr(ENGINE_PARAM, engine)
     config: dict[str, Any] = {}
     for param in spaces[engine]:
-        if param.applies(config):
+        if not param.applies(config):
+            continue
+        if param.kind == "categorical" and len(param.choices) == 1:
+            config[param.name] = param.choices[0]  # pinned: nothing to search or store
+        else:
             config[param.name] = _suggest(trial, param_key(engine, param.name), param)
     return engine, config
 
@@ -48,23 +49,24 @@ def _suggest(trial: optuna.Trial, key: str, param: Param) -> Any:
 
 def config_params(engine: str, config: dict[str, Any], many_engines: bool) -> dict[str, Any]:
     """Optuna params for enqueueing ``config`` (the inverse of :func:`suggest_config`)."""
-    params = {param_key(engine, k): v for k, v in config.items()}
+    params = {param_key(engine, k): v for k, v in config.items()}  # pinned extras are ignored
     if many_engines:
         params[ENGINE_PARAM] = engine
     return params
 
 
-def make_sampler(name: str, seed: int, n_objectives: int, constraints_func: Any,
-                 engines: Sequence[Engine] = ()) -> optuna.samplers.BaseSampler:
-    """Build a sampler by name; ``auto`` is NSGA-II for several objectives, TPE for one."""
+def make_sampler(name: str, seed: int, n_objectives: int) -> optuna.samplers.BaseSampler:
+    """Build a sampler by name; ``auto`` is NSGA-II for several objectives, TPE for one.
+
+    SLOs reach the samplers as trial constraints (``Trial.set_constraint``), which NSGA-II, TPE
+    and GP use to prefer feasible regions.
+    """
     if name == "auto":
         name = "nsga2" if n_objectives > 1 else "tpe"
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints_func,
-                                             population_size=20)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints_func,
-                                          multivariate=True, group=True, n_startup_trials=8)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
@@ -74,5 +76,5 @@ def make_sampler(name: str, seed: int, n_objectives: int, constraints_func: Any,
             import torch  # noqa: F401  (GPSampler's dependency)
         except ImportError:
             raise SpecError("sampler: 'gp' needs PyTorch (pip install torch)") from None
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints_func)
+        return optuna.samplers.GPSampler(seed=seed)
     raise SpecError(f"sampler: unknown sampler {name!r}")

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from engines import Engine, EngineError, RunContext, get_engine
 from engines.errors import StudyError
+from engines.space import apply_overrides, space_defaults
 from tuner.objectives import constraint_values, request_slo
 from tuner.search import config_params, make_sampler, suggest_config
 from tuner.spec import StudySpec, parse_spec
@@ -48,17 +49,11 @@ class TrialOutcome:
 ProgressCallback = Callable[[TrialOutcome, int, int | None], None]
 
 
-def constraints_of(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """The constraint values stored with a trial (infeasible when absent: pruned or failed)."""
-    return trial.user_attrs.get("constraints") or [1.0]
-
-
 def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
     """Create or load the study named by ``spec`` (same name and storage = resume)."""
     storage = open_storage(spec.storage_url, heartbeat_s=spec.options.get("heartbeat_s"))
     directions = [o.direction for o in spec.objectives]
-    sampler = make_sampler(spec.sampler, spec.seed, len(directions),
-                           constraints_of if spec.slos else None)
+    sampler = make_sampler(spec.sampler, spec.seed, len(directions))
     try:
         existing = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler)
     except KeyError:
@@ -110,11 +105,15 @@ def build_engines(spec: StudySpec) -> dict[str, Engine]:
 
 def search_spaces(spec: StudySpec, engines: dict[str, Engine]) -> dict[str, list]:
     """Each engine's space with the spec's overrides applied."""
-    from engines.space import apply_overrides
 
     return {name: apply_overrides(engine.space(spec.model, spec.hardware), spec.engines[name],
                                   f"engines.{name}")
             for name, engine in engines.items()}
+
+
+def fail_reason(trial: optuna.trial.FrozenTrial) -> str | None:
+    """Why a trial failed or was rejected (None for completed trials)."""
+    return (trial.user_attrs.get("fail") or {}).get("reason")
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -123,7 +122,7 @@ def counted_trials(study: optuna.Study) -> int:
     for trial in study.get_trials(deepcopy=False):
         if trial.state == TrialState.WAITING:
             continue
-        if trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") in NOT_COUNTED:
+        if trial.state == TrialState.FAIL and fail_reason(trial) in NOT_COUNTED:
             continue
         count += 1
     return count
@@ -164,7 +163,6 @@ def run_one_trial(study: optuna.Study, spec: StudySpec, engines: dict[str, Engin
     ctx = make_context(spec, trial.number)
     trial.set_user_attr("engine", engine_name)
     trial.set_user_attr("config", config)
-    trial.set_user_attr("runner", spec.runner)
     try:
         return _measure(study, trial, spec, engine, config, ctx)
     except KeyboardInterrupt:
@@ -179,12 +177,11 @@ def _measure(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, engine: 
 
     reasons = engine.validate(config, ctx)
     plan = engine.plan(config, ctx)
-    trial.set_user_attr("precision", plan.precision)
-    trial.set_user_attr("gpus", plan.gpus)
+    trial.set_user_attr("plan", {"runner": spec.runner, "precision": plan.precision,
+                                 "gpus": plan.gpus})
     if reasons:
-        trial.set_user_attr("fail_reason", "invalid")
-        trial.set_user_attr("fail_detail", "; ".join(reasons))
-        trial.set_user_attr("constraints", [1.0] * max(1, len(spec.slos)))
+        trial.set_user_attr("fail", {"reason": "invalid", "detail": "; ".join(reasons)})
+        _set_constraints(trial, spec, [1.0] * len(spec.slos))
         study.tell(trial, state=TrialState.PRUNED)
         return outcome("PRUNED", reason="invalid: " + reasons[0])
     started = time.monotonic()
@@ -198,11 +195,7 @@ def _measure(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, engine: 
         _fail(study, trial, "error", f"{type(exc).__name__}: {exc}")
         return outcome("FAIL", reason=f"error: {exc}")
     metrics = measurement.metrics()
-    trial.set_user_attr("trial_seconds", round(time.monotonic() - started, 4))
     trial.set_user_attr("metrics", metrics)
-    trial.set_user_attr("measurement", json.loads(json.dumps(measurement.to_dict(), default=str)))
-    trial.set_user_attr("estimated", measurement.estimated)
-    trial.set_user_attr("versions", engine.versions())
     values = [metrics.get(o.metric, math.nan) for o in spec.objectives]
     if any(v is None or not math.isfinite(v) for v in values):
         _fail(study, trial, "no_result", f"objective values {values} (completed "
@@ -210,18 +203,27 @@ def _measure(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, engine: 
         return outcome("FAIL", reason="no_result")
     constraints = constraint_values(metrics, spec.slos)
     feasible = all(c <= 0 for c in constraints)
-    trial.set_user_attr("constraints", constraints or [0.0])
-    trial.set_user_attr("feasible", feasible)
+    _set_constraints(trial, spec, constraints)
+    trial.set_user_attr("result", {
+        "feasible": feasible, "estimated": measurement.estimated, "constraints": constraints,
+        "measurement": json.loads(json.dumps(measurement.to_dict(), default=str)),
+        "versions": engine.versions(), "trial_seconds": round(time.monotonic() - started, 4)})
     study.tell(trial, values)
     return outcome("COMPLETE", values, feasible)
 
 
+def _set_constraints(trial: optuna.Trial, spec: StudySpec, values: list[float]) -> None:
+    """Record SLO constraint values (<= 0 met) where Optuna's samplers read them."""
+    for metric, value in zip(spec.slos, values):
+        trial.set_constraint(metric, value)
+
+
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, detail: str,
           log_path: str | None = None) -> None:
-    trial.set_user_attr("fail_reason", reason)
-    trial.set_user_attr("fail_detail", detail[:2000])
+    fail = {"reason": reason, "detail": detail[:2000]}
     if log_path:
-        trial.set_user_attr("log_path", log_path)
+        fail["log_path"] = log_path
+    trial.set_user_attr("fail", fail)
     study.tell(trial, state=TrialState.FAIL)
 
 
@@ -232,10 +234,8 @@ def _enqueue_starts(study: optuna.Study, spec: StudySpec, engines: dict[str, Eng
         return
     many = len(engines) > 1
     if spec.baseline:
-        for name, engine in engines.items():
-            names = {p.name for p in spaces[name]}
-            defaults = {k: v for k, v in engine.defaults(spec.model, spec.hardware).items()
-                        if k in names}
+        for name in engines:
+            defaults = space_defaults(spaces[name])
             study.enqueue_trial(config_params(name, defaults, many),
                                 user_attrs={"baseline": True}, skip_if_exists=True)
     if spec.warm_start:

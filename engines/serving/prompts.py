@@ -22,13 +22,14 @@ from engines.errors import SpecError
 
 log = logging.getLogger(__name__)
 
-_FALLBACK_WORDS = tuple(
+_FALLBACK_TEXT = (
     "the of and to in is for on that with as it at by from this be are was or an have not but "
     "all can one more will new time about also its year out up other which their into only over "
     "most some such they than then these first after may two any many were like make well way "
-    "part both each back good long just city name work high life small world house place year "
-    "state group water point level found power light right music river field south north".split()
+    "part both each back good long just city name work high life small world house place "
+    "state group water point level found power light right music river field south north"
 )
+_FALLBACK_WORDS = tuple(_FALLBACK_TEXT.split())
 _MAX_FIX_ROUNDS = 20
 
 
@@ -138,7 +139,7 @@ def read_sharegpt(path: str | Path) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     for row in rows:
         turns = row.get("conversations") or []
-        for first, second in zip(turns, turns[1:]):
+        for first, second in zip(turns, turns[1:], strict=False):
             if first.get("from") in ("human", "user") and second.get("from") in ("gpt",
                                                                                   "assistant"):
                 if first.get("value") and second.get("value"):

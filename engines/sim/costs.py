@@ -25,6 +25,8 @@ from engines.memory import WEIGHT_BYTES, kv_bytes_per_token
 from engines.sim.profiles import EngineProfile
 from engines.specs import GpuSpec, ModelSpec
 
+ArrayLike = float | np.ndarray  # one step (scalar) or many (one entry per step)
+
 # Which datasheet rate a compute dtype runs at; a GPU without it falls back to bf16 (A100 serves
 # fp8 checkpoints through weight-only kernels that upcast to bf16).
 _RATE_FIELD = {"bf16": "bf16_tflops", "fp16": "bf16_tflops", "fp8": "fp8_tflops",
@@ -105,43 +107,41 @@ def build_costs(model: ModelSpec, gpu: GpuSpec, plan: ServingPlan,
     )
 
 
-def weight_bytes_read(costs: StepCosts, tokens: np.ndarray) -> np.ndarray:
+def weight_bytes_read(costs: StepCosts, tokens: ArrayLike) -> ArrayLike:
     """Weight bytes one micro-batch of ``tokens`` reads: dense part plus the experts it routes to.
 
     Expected distinct experts for T tokens each picking k of E: E * (1 - (1 - k/E)^T).
     """
     if costs.expert_bytes == 0.0:
-        return np.full(np.shape(tokens), costs.dense_weight_bytes)
+        return costs.dense_weight_bytes  # broadcasts
     e, k = costs.num_experts, costs.experts_per_token
     touched = e * (1.0 - (1.0 - k / e) ** np.maximum(tokens, 1.0))
     return costs.dense_weight_bytes + costs.expert_bytes * touched
 
 
-def allreduce_time(costs: StepCosts, tokens: np.ndarray) -> np.ndarray:
+def allreduce_time(costs: StepCosts, tokens: ArrayLike) -> ArrayLike:
     """TP communication of one micro-batch: ring all-reduces of tokens x hidden bf16 activations."""
     if costs.tp == 1:
-        return np.zeros(np.shape(tokens))
+        return 0.0  # broadcasts
     ring = 2.0 * (costs.tp - 1) / costs.tp
     volume = ring * costs.allreduce_bytes_per_token * tokens
     return volume / costs.allreduce_bytes_per_s + costs.allreduce_count * costs.allreduce_latency_s
 
 
-def step_time(costs: StepCosts, new_tokens: np.ndarray, attended: np.ndarray,
-              kv_tokens: np.ndarray, seqs: np.ndarray, decode_only: bool) -> np.ndarray:
+def step_time(costs: StepCosts, new_tokens: ArrayLike, attended: ArrayLike, kv_tokens: ArrayLike,
+              seqs: ArrayLike, decode_only: bool) -> ArrayLike:
     """Seconds for steps that process ``new_tokens`` attending ``attended`` positions in total.
 
     ``kv_tokens`` are cached positions read by attention; ``seqs`` sequences are in the batch.
-    Decode-only steps replay CUDA graphs (when the plan has them), so their CPU cost is lower.
+    Scalars give a scalar, arrays (one entry per step) an array. Decode-only steps replay CUDA
+    graphs (when the plan has them), so their CPU cost is lower.
     """
-    new_tokens = np.asarray(new_tokens, dtype=float)
-    seqs = np.asarray(seqs, dtype=float)
     micro = np.maximum(np.minimum(costs.pp, seqs), 1.0)  # micro-batches in flight
     gpus = costs.tp * costs.pp
     flops = (costs.linear_flops_per_token * new_tokens
-             + costs.attn_flops_per_position * np.asarray(attended, dtype=float)) / (gpus * micro)
+             + costs.attn_flops_per_position * attended) / (gpus * micro)
     tokens_micro = new_tokens / micro
-    read = weight_bytes_read(costs, tokens_micro) + costs.kv_bytes_per_token * np.asarray(
-        kv_tokens, dtype=float) / micro
+    read = weight_bytes_read(costs, tokens_micro) + costs.kv_bytes_per_token * kv_tokens / micro
     roofline = np.maximum(flops / costs.flops_per_s, read / costs.bytes_per_s)
     per_micro = roofline + allreduce_time(costs, tokens_micro)
     overhead = costs.overhead_graph_s if decode_only else costs.overhead_eager_s

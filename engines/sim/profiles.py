@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -47,21 +48,21 @@ class EngineProfile:
     weight_bandwidth_efficiency: Mapping[str, float] = field(default_factory=dict)  # by weights
 
 
-def _values(raw: Mapping[str, Any]) -> dict[str, Any]:
+def strip_sources(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Strip ``{value, source}`` wrappers, recursively, leaving plain numbers."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, Mapping) and "value" in value:
             out[key] = value["value"]
         elif isinstance(value, Mapping):
-            out[key] = _values(value)
+            out[key] = strip_sources(value)
         else:
             out[key] = value
     return out
 
 
 def _builtin() -> dict[str, dict[str, Any]]:
-    return {name: _values(raw) for name, raw in load_data("sim_profiles")["profiles"].items()}
+    return {name: strip_sources(raw) for name, raw in load_data("sim_profiles")["profiles"].items()}
 
 
 @lru_cache(maxsize=64)
@@ -90,7 +91,7 @@ def _resolve(engine_name: str, profile: str | None) -> tuple[str, dict[str, Any]
     if not path.is_file():
         known = ", ".join(sorted(builtin))
         raise SpecError(f"sim profile {profile!r}: not a built-in ({known}) nor a file ({path})")
-    raw = _values(_read_file(str(path.resolve())))
+    raw = strip_sources(_read_file(str(path.resolve())))
     base = raw.pop("base", engine_name if engine_name in builtin else FALLBACK_ENGINE)
     if base not in builtin:
         raise SpecError(f"sim profile {path}: base {base!r} is not one of {', '.join(builtin)}")
@@ -120,5 +121,9 @@ def profile_version(profile: str | None) -> str:
     """``name@hash`` of the constants a trial is costed with (all built-ins when ``None``)."""
     if profile is None:
         return f"builtin@{_digest(_builtin())}"
-    loaded = load_profile(FALLBACK_ENGINE, profile)
+    return profile_label(load_profile(FALLBACK_ENGINE, profile))
+
+
+def profile_label(loaded: EngineProfile) -> str:
+    """``name@hash`` of one loaded profile, stored with every simulated trial."""
     return f"{loaded.name}@{_digest(asdict(loaded))}"

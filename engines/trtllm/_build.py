@@ -21,8 +21,9 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from engines.base import Config, RunContext
 from engines.errors import EngineError
@@ -217,6 +218,7 @@ def ensure_engine(config: Config, ctx: RunContext, release: str) -> dict[str, An
     log_path = Path(ctx.workdir) / f"trtllm-build-{final.name}.log"
     ckpt = _make_checkpoint(config, ctx, release, log_path)
     ckpt_time = float((_read_metadata(ckpt) or {}).get("checkpoint_time_s", 0.0))
+    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     argv = build_argv(config, str(ckpt), str(tmp), command(ctx, "trtllm_build_command"))

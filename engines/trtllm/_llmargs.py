@@ -9,8 +9,9 @@ engine and the ``trtllm-serve`` stand-in check against them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 

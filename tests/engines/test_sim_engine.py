@@ -1,0 +1,90 @@
+"""The simulated engine end to end: plausible numbers for a known case, and failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from engines import EngineError, HardwareSpec, ModelSpec, RunContext, WorkloadSpec, get_engine
+from engines.sim.simulate import simulate
+
+LLAMA_8B = ModelSpec.model_validate("Llama-3.1-8B")
+H100 = HardwareSpec(gpu="H100-SXM", count=2)
+FIXED_1K = WorkloadSpec(input_tokens=1024, output_tokens=256, num_requests=1000,
+                        arrival={"kind": "concurrency", "concurrency": 256})
+
+
+@pytest.fixture(scope="module")
+def vllm():
+    return get_engine("vllm")
+
+
+def context(workload: WorkloadSpec = FIXED_1K, model: ModelSpec = LLAMA_8B,
+            hardware: HardwareSpec = H100, seed: int = 0) -> RunContext:
+    return RunContext(model=model, hardware=hardware, workload=workload, seed=seed)
+
+
+def config(vllm, **changes: object) -> dict:
+    return {**vllm.defaults(LLAMA_8B, H100), "max_num_seqs": 256, **changes}
+
+
+@pytest.fixture(scope="module")
+def baseline(vllm):
+    return vllm.run(config(vllm), context())
+
+
+def test_llama8b_on_one_h100_lands_where_real_vllm_does(baseline) -> None:
+    m = baseline
+    assert m.estimated and m.accuracy_estimated and m.gpu_count == 1
+    assert m.num_completed == m.num_requests == 1000
+    assert 4000 < m.output_tokens_per_s < 8000
+    assert 100 < m.ttft_ms.p50 < 3000
+    assert 15 < m.tpot_ms.p50 < 100
+    assert m.accuracy == 1.0
+    assert m.cost_per_mtok_usd == pytest.approx(2.99 / 3600 / m.output_tokens_per_s * 1e6)
+    assert 0.05 < m.joules_per_token < 0.5
+    extra = m.extra
+    assert extra["peak_running"] == 256 and extra["preemptions"] == 0
+    assert 13 < extra["weights_gib"] < 16 and extra["kv_cache_tokens"] > 300_000
+    assert extra["engine_profile"].startswith("vllm@")
+
+
+def test_fp8_weights_speed_up_throughput_by_a_third_to_a_half(vllm, baseline) -> None:
+    fp8 = vllm.run(config(vllm, quantization="fp8"), context())
+    assert 1.25 < fp8.output_tokens_per_s / baseline.output_tokens_per_s < 1.65
+    assert fp8.accuracy < 1.0
+
+
+def test_trtllm_profile_beats_vllm_by_its_published_margin(vllm, baseline) -> None:
+    plan = vllm.plan(config(vllm), context())
+    trt = simulate("trtllm", plan, context())
+    assert 1.05 < trt.output_tokens_per_s / baseline.output_tokens_per_s < 1.35
+    assert trt.extra["engine_profile"].startswith("trtllm@")
+
+
+def test_a_model_that_leaves_no_kv_cache_is_an_oom(vllm) -> None:
+    l4 = HardwareSpec(gpu="L4")
+    ctx = context(model=ModelSpec.model_validate("Llama-3.1-70B"), hardware=l4)
+    plan = vllm.plan({**vllm.defaults(ctx.model, l4), "max_model_len": 4096}, ctx)
+    with pytest.raises(EngineError) as err:
+        simulate("vllm", plan, ctx)
+    assert err.value.reason == "oom"
+
+
+def test_random_workloads_depend_on_the_seed_and_only_on_it(vllm) -> None:
+    chat = WorkloadSpec.model_validate({"preset": "chat", "num_requests": 200})
+    runs = [vllm.run(config(vllm), context(chat, seed=s)).metrics() for s in (1, 1, 2)]
+    assert runs[0] == runs[1]
+    assert runs[0]["ttft_p50_ms"] != runs[2]["ttft_p50_ms"]
+
+
+def test_a_small_kv_cache_caps_the_batch_and_the_throughput(vllm, baseline) -> None:
+    small = vllm.run(config(vllm, gpu_memory_utilization=0.30, max_model_len=8192), context())
+    assert small.extra["kv_cache_tokens"] < 256 * 1280  # cannot hold every client's sequence
+    assert small.extra["peak_running"] < 256
+    assert small.num_completed == 1000
+    assert small.output_tokens_per_s < 0.8 * baseline.output_tokens_per_s
+
+
+def test_sim_engine_reports_its_profile_version(vllm) -> None:
+    assert vllm.versions()["sim_profile"].startswith("builtin@")
+    assert get_engine("vllm", profile="trtllm").versions()["sim_profile"].startswith("trtllm@")

@@ -1,0 +1,174 @@
+"""The tuning loop on the sim engine, against real SQLite storages."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from engines import EngineError
+from engines.errors import StudyError
+from tuner.results import study_front, trial_records
+from tuner.spec import parse_spec
+from tuner.study import counted_trials, fail_reason, load_study, open_study, run_study
+
+
+def _spec(tmp_path, **changes):
+    data = {
+        "name": "t", "model": "Llama-3.1-8B", "hardware": {"gpu": "H100-SXM"},
+        "workload": {"preset": "chat", "num_requests": 120},
+        "engines": {"vllm": {"max_model_len": {"value": 8192}}},
+        "slos": {"ttft_p99_ms": 5000},
+        "budget": {"trials": 12},
+        "storage": f"sqlite:///{tmp_path}/s.db",
+        "seed": 3,
+    }
+    data.update(changes)
+    return parse_spec(data)
+
+
+def test_study_runs_records_measurements_and_opens_with_plain_optuna(tmp_path):
+    spec = _spec(tmp_path)
+    run_study(spec)
+    study = optuna.load_study(study_name="t", storage=spec.storage_url)
+    assert len(study.trials) == 12
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert done, "no trial completed"
+    first = study.trials[0]
+    assert first.user_attrs["baseline"] is True  # engine defaults measured first
+    for t in done:
+        assert t.user_attrs["result"]["estimated"] is True
+        assert t.user_attrs["metrics"]["output_tokens_per_s"] == pytest.approx(t.values[0])
+        assert set(t.user_attrs["config"]) >= {"max_num_seqs", "gpu_memory_utilization"}
+        assert "sim_profile" in t.user_attrs["result"]["versions"]
+    assert study.user_attrs["spec_hash"] == spec.spec_hash()
+
+
+def test_feasibility_follows_the_slos(tmp_path):
+    spec = _spec(tmp_path, slos={"ttft_p99_ms": 1.0})  # impossible: nothing is feasible
+    run_study(spec)
+    records = [r for r in trial_records(load_study("t", spec.storage_url)[0])
+               if r.state == "COMPLETE"]
+    assert records and not any(r.feasible for r in records)
+    front = study_front(load_study("t", spec.storage_url)[0])
+    assert front.winner is None and front.front == []
+
+
+def test_invalid_configs_are_pruned_with_a_reason_and_the_study_goes_on(tmp_path):
+    # 70B in bf16 does not fit one H100: every config is rejected before it runs
+    engines = {"vllm": {"max_model_len": {"value": 8192}, "quantization": {"value": None}}}
+    spec = _spec(tmp_path, model="Llama-3.1-70B", budget={"trials": 5}, engines=engines)
+    run_study(spec)
+    study, _ = load_study("t", spec.storage_url)
+    assert [t.state.name for t in study.trials] == ["PRUNED"] * 5
+    assert all(t.user_attrs["fail"]["reason"] == "invalid" for t in study.trials)
+    assert all("does not fit" in t.user_attrs["fail"]["detail"] for t in study.trials)
+
+
+class _Exploding:
+    """Wraps an engine so that every other run fails like a crashed server."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+        self.name = inner.name
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+    def run(self, config, ctx):
+        self.calls += 1
+        if self.calls % 2 == 0:
+            raise EngineError("oom", "CUDA out of memory (injected)")
+        if self.calls == 3:
+            raise RuntimeError("engine bug (injected)")
+        return self.inner.run(config, ctx)
+
+
+def test_failing_trials_are_recorded_with_reasons_and_the_study_completes(tmp_path):
+    from tuner.study import build_engines
+
+    spec = _spec(tmp_path, budget={"trials": 8})
+    engines = {k: _Exploding(v) for k, v in build_engines(spec).items()}
+    run_study(spec, engines=engines)
+    study, _ = load_study("t", spec.storage_url)
+    reasons = [fail_reason(t) for t in study.trials if t.state.name == "FAIL"]
+    assert "oom" in reasons and "error" in reasons
+    assert len(study.trials) == 8
+    assert any(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def test_resume_continues_to_the_budget_without_losing_trials(tmp_path):
+    spec = _spec(tmp_path, budget={"trials": 6})
+    run_study(spec)
+    first = {t.number: t.values for t in load_study("t", spec.storage_url)[0].trials}
+    bigger = spec.model_copy(update={"budget": spec.budget.model_copy(update={"trials": 10})})
+    run_study(bigger)
+    study, _ = load_study("t", spec.storage_url)
+    assert len(study.trials) == 10
+    assert {t.number: t.values for t in study.trials if t.number in first} == first
+
+
+def test_interrupted_trial_is_failed_not_counted_and_resume_finishes(tmp_path):
+    from tuner.study import build_engines
+
+    spec = _spec(tmp_path, budget={"trials": 5})
+    engines = build_engines(spec)
+    inner = engines["vllm"]
+
+    class Interrupting(_Exploding):
+        def run(self, config, ctx):
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return self.inner.run(config, ctx)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, engines={"vllm": Interrupting(inner)})
+    study, _ = load_study("t", spec.storage_url)
+    assert [fail_reason(t) for t in study.trials][-1] == "interrupted"
+    assert counted_trials(study) == len(study.trials) - 1
+    run_study(spec)
+    study, _ = load_study("t", spec.storage_url)
+    assert counted_trials(study) == 5
+    others = [t.state.name for t in study.trials if fail_reason(t) != "interrupted"]
+    assert len(others) == 5 and set(others) <= {"COMPLETE", "PRUNED"} and "COMPLETE" in others
+
+
+def test_changed_spec_under_the_same_name_is_refused(tmp_path):
+    spec = _spec(tmp_path, budget={"trials": 2})
+    run_study(spec)
+    other = _spec(tmp_path, workload="summarization", budget={"trials": 2})
+    with pytest.raises(StudyError, match="different spec"):
+        open_study(other)
+
+
+def test_loading_a_missing_study_names_it(tmp_path):
+    with pytest.raises(StudyError, match="no study named 'ghost'"):
+        load_study("ghost", f"sqlite:///{tmp_path}/s.db")
+
+
+def test_unwritable_storage_is_a_study_error(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    spec = _spec(tmp_path, storage=f"sqlite:///{blocker}/sub/s.db")
+    with pytest.raises(StudyError, match="storage: cannot"):
+        run_study(spec)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid"])
+def test_every_sampler_runs(tmp_path, sampler):
+    engines = {"vllm": {"max_model_len": {"value": 8192}, "max_num_seqs": {"choices": [64, 256]},
+                        "max_num_batched_tokens": {"value": 8192},
+                        "gpu_memory_utilization": {"value": 0.9}, "dtype": {"value": "bfloat16"},
+                        "block_size": {"value": 16}, "enforce_eager": {"value": False},
+                        "enable_prefix_caching": {"value": True},
+                        "enable_chunked_prefill": {"value": True}}}
+    spec = _spec(tmp_path, sampler=sampler, engines=engines, budget={"trials": 6}, baseline=False)
+    run_study(spec)
+    study, _ = load_study("t", spec.storage_url)
+    values = [t.values[0] for t in study.trials if t.state.name == "COMPLETE"]
+    assert values and all(math.isfinite(v) and v > 0 for v in values)
+    if sampler == "grid":  # 2 seqs x 2 quantization x 2 kv dtypes = 8 > 6: no repeats
+        configs = [tuple(sorted(t.params.items())) for t in study.trials]
+        assert len(set(configs)) == len(configs)
