@@ -25,8 +25,12 @@ from engines.sim.simulate import simulate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_sim.json"
 MODEL = ModelSpec.model_validate("Llama-3.1-8B")
-FIXED_1K = WorkloadSpec(input_tokens=1024, output_tokens=256, num_requests=1000,
-                        arrival={"kind": "concurrency", "concurrency": 256})
+FIXED_1K = WorkloadSpec(
+    input_tokens=1024,
+    output_tokens=256,
+    num_requests=1000,
+    arrival={"kind": "concurrency", "concurrency": 256},
+)
 
 
 def sample(param: Param, rng: np.random.Generator) -> Any:
@@ -34,8 +38,11 @@ def sample(param: Param, rng: np.random.Generator) -> Any:
     if param.kind == "categorical":
         return param.choices[int(rng.integers(len(param.choices)))]
     low, high = float(param.low), float(param.high)  # type: ignore[arg-type]
-    value = math.exp(rng.uniform(math.log(low), math.log(high))) if param.log else rng.uniform(
-        low, high)
+    value = (
+        math.exp(rng.uniform(math.log(low), math.log(high)))
+        if param.log
+        else rng.uniform(low, high)
+    )
     if param.step:
         value = low + round((value - low) / param.step) * param.step
     return int(round(value)) if param.kind == "int" else round(float(value), 6)
@@ -53,8 +60,13 @@ def time_one_trial(repeats: int) -> dict[str, Any]:
         start = time.perf_counter()
         measurement = simulate("vllm", plan, ctx)
         times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "repeats": repeats, "output_tokens_per_s": measurement.output_tokens_per_s}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "repeats": repeats,
+        "output_tokens_per_s": measurement.output_tokens_per_s,
+    }
 
 
 def time_random_trials(count: int, seed: int) -> dict[str, Any]:
@@ -70,8 +82,9 @@ def time_random_trials(count: int, seed: int) -> dict[str, Any]:
         for param in space:
             if param.applies(config):
                 config[param.name] = sample(param, rng)
-        ctx = RunContext(model=MODEL, hardware=hardware, workload=workload,
-                         seed=int(rng.integers(1 << 30)))
+        ctx = RunContext(
+            model=MODEL, hardware=hardware, workload=workload, seed=int(rng.integers(1 << 30))
+        )
         if engine.validate(config, ctx):
             skipped += 1
             continue
@@ -83,9 +96,16 @@ def time_random_trials(count: int, seed: int) -> dict[str, Any]:
             ooms += 1
         times.append(time.perf_counter() - start)
     arr = np.array(times)
-    return {"trials": count, "total_s": float(arr.sum()), "median_s": float(np.median(arr)),
-            "p90_s": float(np.percentile(arr, 90)), "max_s": float(arr.max()),
-            "invalid_configs_skipped": skipped, "oom": ooms, "workload": "chat (500 requests)"}
+    return {
+        "trials": count,
+        "total_s": float(arr.sum()),
+        "median_s": float(np.median(arr)),
+        "p90_s": float(np.percentile(arr, 90)),
+        "max_s": float(arr.max()),
+        "invalid_configs_skipped": skipped,
+        "oom": ooms,
+        "workload": "chat (500 requests)",
+    }
 
 
 def main() -> None:
@@ -100,17 +120,28 @@ def main() -> None:
         ("one trial, 1000 x 1024/256 @256, median", f"{one['median_s'] * 1000:.1f} ms"),
         ("one trial, min / max", f"{one['min_s'] * 1000:.1f} / {one['max_s'] * 1000:.1f} ms"),
         (f"{many['trials']} random vLLM configs, total", f"{many['total_s']:.2f} s"),
-        ("random configs, median / p90 / max",
-         f"{many['median_s'] * 1000:.1f} / {many['p90_s'] * 1000:.1f} / "
-         f"{many['max_s'] * 1000:.1f} ms"),
+        (
+            "random configs, median / p90 / max",
+            f"{many['median_s'] * 1000:.1f} / {many['p90_s'] * 1000:.1f} / "
+            f"{many['max_s'] * 1000:.1f} ms",
+        ),
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     print("\n".join(lines))  # noqa: T201 - a bench script reports on stdout
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"one_trial": one, "random_trials": many,
-                                   "python": platform.python_version(),
-                                   "machine": platform.machine()}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "one_trial": one,
+                "random_trials": many,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

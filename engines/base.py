@@ -9,9 +9,10 @@ so nothing outside ``engines/`` ever branches on an engine's name.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Literal
 
 from engines.metrics import Measurement, RequestSLO
 from engines.specs import HardwareSpec, ModelSpec
@@ -77,11 +78,16 @@ class ServingPlan:
 
     @property
     def precision(self) -> str:
-        """Short label, e.g. ``fp8`` or ``bf16/kv-fp8``, used for accuracy estimates and plots."""
-        label = self.weight_dtype if self.weight_dtype == self.compute_dtype else (
-            f"w{self.weight_dtype}a{self.compute_dtype}")
-        return label if self.kv_dtype in (self.compute_dtype, "bf16", "fp16") and not (
-            self.kv_dtype == "fp8" and self.compute_dtype != "fp8") else f"{label}/kv-{self.kv_dtype}"
+        """Short label used for accuracy estimates, filters and plots: the weights and compute
+        part (``bf16``, ``fp8``, ``wint4abf16`` for W4A16) plus ``/kv-<dtype>`` when the KV cache
+        is stored in a narrower type than the activations (``fp8/kv-fp8``, ``bf16/kv-fp8``)."""
+        label = (
+            self.weight_dtype
+            if self.weight_dtype == self.compute_dtype
+            else (f"w{self.weight_dtype}a{self.compute_dtype}")
+        )
+        wide = ("bf16", "fp16", "fp32", "auto")
+        return label if self.kv_dtype in wide else f"{label}/kv-{self.kv_dtype}"
 
 
 @dataclass
@@ -155,5 +161,5 @@ class Engine(ABC):
         """Versions worth recording with every trial (engine release the options follow...)."""
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook: most engines hold nothing)
         """Release anything held between trials (a running server); safe to call twice."""

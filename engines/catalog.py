@@ -6,7 +6,7 @@ can be checked and refitted without touching code.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -15,7 +15,7 @@ import yaml
 from engines.errors import SpecError
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_data(name: str) -> dict[str, Any]:
     """Return one data file of ``engines/data`` (``gpus``, ``models``, ``workloads``...) as a dict."""
     text = resources.files("engines").joinpath("data", f"{name}.yaml").read_text()

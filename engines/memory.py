@@ -13,8 +13,15 @@ from engines.specs import GpuSpec, ModelSpec
 
 GIB = 2**30
 # Bytes per parameter as stored; int4 and fp4 carry per-group scales (group 128 fp16: +1/64 B).
-WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
-                "int4": 0.5 + 2 / 128, "fp4": 0.5 + 1 / 16}
+WEIGHT_BYTES = {
+    "fp32": 4.0,
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "int4": 0.5 + 2 / 128,
+    "fp4": 0.5 + 1 / 16,
+}
 KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "auto": 2.0, "fp8": 1.0, "int8": 1.0}
 RUNTIME_OVERHEAD_GIB = 1.5  # CUDA context, NCCL buffers, allocator slack (vLLM logs ~1-2 GiB)
 CUDA_GRAPH_GIB = 0.6  # captured graphs' private pools, typical for 8B-70B on recent vLLM

@@ -13,17 +13,25 @@ MIN_CAPABILITY = {"fp8": 8.9, "fp4": 10.0, "int8": 7.5, "bf16": 8.0, "fp16": 7.0
 
 def physical_rules(plan: ServingPlan, ctx: RunContext) -> list[str]:
     """Reasons ``plan`` cannot run on ``ctx.hardware`` for ``ctx.model`` and ``ctx.workload``."""
-    return (parallelism_rules(plan, ctx) or precision_rules(plan, ctx)
-            or length_rules(plan, ctx) or memory_rules(plan, ctx))
+    return (
+        parallelism_rules(plan, ctx)
+        or precision_rules(plan, ctx)
+        or length_rules(plan, ctx)
+        or memory_rules(plan, ctx)
+    )
 
 
 def parallelism_rules(plan: ServingPlan, ctx: RunContext) -> list[str]:
     model, count = ctx.model, ctx.hardware.count
     reasons = []
     if plan.gpus > count:
-        reasons.append(f"TP*PP = {plan.tp}*{plan.pp} = {plan.gpus} exceeds the {count} GPU(s) available")
+        reasons.append(
+            f"TP*PP = {plan.tp}*{plan.pp} = {plan.gpus} exceeds the {count} GPU(s) available"
+        )
     if model.num_attention_heads % plan.tp:
-        reasons.append(f"TP={plan.tp} does not divide the {model.num_attention_heads} attention heads")
+        reasons.append(
+            f"TP={plan.tp} does not divide the {model.num_attention_heads} attention heads"
+        )
     kv = model.num_kv_heads
     if kv % plan.tp and plan.tp % kv:
         reasons.append(f"TP={plan.tp} neither divides nor is a multiple of the {kv} KV heads")
@@ -39,26 +47,35 @@ def precision_rules(plan: ServingPlan, ctx: RunContext) -> list[str]:
         need = MIN_CAPABILITY.get(dtype)
         if dtype in ("fp8", "fp4") and need and gpu.compute_capability < need:
             arch = "Blackwell" if dtype == "fp4" else "Ada/Hopper"
-            reasons.append(f"{dtype} {what} need compute capability >= {need} ({arch}); "
-                           f"{gpu.name} has {gpu.compute_capability}")
+            reasons.append(
+                f"{dtype} {what} need compute capability >= {need} ({arch}); "
+                f"{gpu.name} has {gpu.compute_capability}"
+            )
     return reasons
 
 
 def length_rules(plan: ServingPlan, ctx: RunContext) -> list[str]:
     reasons = []
     if plan.max_model_len > ctx.model.max_context:
-        reasons.append(f"max model length {plan.max_model_len} exceeds the model's context "
-                       f"{ctx.model.max_context}")
+        reasons.append(
+            f"max model length {plan.max_model_len} exceeds the model's context "
+            f"{ctx.model.max_context}"
+        )
     longest = ctx.workload.max_sequence_tokens
     if longest > plan.max_model_len:
-        reasons.append(f"the workload's longest request ({longest} tokens) exceeds max model "
-                       f"length {plan.max_model_len}")
+        reasons.append(
+            f"the workload's longest request ({longest} tokens) exceeds max model "
+            f"length {plan.max_model_len}"
+        )
     if not plan.chunked_prefill and plan.max_batched_tokens < plan.max_model_len:
-        reasons.append(f"max batched tokens {plan.max_batched_tokens} < max model length "
-                       f"{plan.max_model_len} needs chunked prefill")
+        reasons.append(
+            f"max batched tokens {plan.max_batched_tokens} < max model length "
+            f"{plan.max_model_len} needs chunked prefill"
+        )
     if plan.max_batched_tokens < plan.max_seqs:
-        reasons.append(f"max batched tokens {plan.max_batched_tokens} < max sequences "
-                       f"{plan.max_seqs}")
+        reasons.append(
+            f"max batched tokens {plan.max_batched_tokens} < max sequences {plan.max_seqs}"
+        )
     return reasons
 
 

@@ -6,8 +6,9 @@ value; an option the engine does not have is an error that names it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any
 
 from engines.base import Param
 from engines.errors import SpecError
@@ -20,10 +21,13 @@ def apply_overrides(space: list[Param], overrides: Mapping[str, Any], where: str
     by_name = {p.name: p for p in space}
     unknown = sorted(set(overrides) - set(by_name))
     if unknown:
-        raise SpecError(f"{where}.{unknown[0]}: not an option of this engine; options: "
-                        f"{', '.join(by_name)}")
-    return [_override(p, overrides[p.name], f"{where}.{p.name}") if p.name in overrides else p
-            for p in space]
+        raise SpecError(
+            f"{where}.{unknown[0]}: not an option of this engine; options: {', '.join(by_name)}"
+        )
+    return [
+        _override(p, overrides[p.name], f"{where}.{p.name}") if p.name in overrides else p
+        for p in space
+    ]
 
 
 def _override(param: Param, value: Any, where: str) -> Param:
@@ -40,11 +44,14 @@ def _override(param: Param, value: Any, where: str) -> Param:
             raise SpecError(f"{where}: 'choices' must be a non-empty list and stand alone")
         return replace(param, kind="categorical", choices=tuple(choices))
     if param.kind == "categorical":
-        raise SpecError(f"{where}: categorical option takes 'choices' or 'value', got {sorted(keys)}")
+        raise SpecError(
+            f"{where}: categorical option takes 'choices' or 'value', got {sorted(keys)}"
+        )
     bad = keys - _RANGE_KEYS
     if bad:
-        raise SpecError(f"{where}: unknown key {sorted(bad)[0]!r}; use low/high/step/log, "
-                        "choices or value")
+        raise SpecError(
+            f"{where}: unknown key {sorted(bad)[0]!r}; use low/high/step/log, choices or value"
+        )
     merged = replace(param, **{k: value[k] for k in keys})
     if merged.low is None or merged.high is None or merged.low > merged.high:
         raise SpecError(f"{where}: low ({merged.low}) must not exceed high ({merged.high})")

@@ -55,9 +55,12 @@ class ModelSpec(BaseModel):
         if isinstance(data, dict) and "config_json" in data:
             data = dict(data)
             data = {**_read_hf_config(Path(data.pop("config_json"))), **data}
-        elif isinstance(data, dict) and set(data) <= {"name", "path", "quantized_checkpoints"}:
-            if "name" in data:
-                data = {**catalog_entry("models", data["name"]), **data}
+        elif (
+            isinstance(data, dict)
+            and "name" in data
+            and set(data) <= {"name", "path", "quantized_checkpoints"}
+        ):
+            data = {**catalog_entry("models", data["name"]), **data}
         return data
 
     @model_validator(mode="after")
@@ -121,8 +124,11 @@ def _read_hf_config(path: Path) -> dict[str, Any]:
     if experts:
         top_k = int(cfg.get("num_experts_per_tok", 2))
         active = layers * (per_layer_attn + 3 * hidden * inter * top_k) + embed
-        out.update(num_experts=int(experts), experts_per_token=top_k,
-                   active_params_b=round(active / 1e9, 3))
+        out.update(
+            num_experts=int(experts),
+            experts_per_token=top_k,
+            active_params_b=round(active / 1e9, 3),
+        )
     return out
 
 

@@ -35,18 +35,31 @@ class VllmEngine(Engine):
     def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:
         big_gpu = hardware.gpu_info.memory_gib >= 70
         quant: tuple[Any, ...] = (None, "fp8") + tuple(
-            q for q in ("awq", "gptq") if q in model.quantized_checkpoints)
+            q for q in ("awq", "gptq") if q in model.quantized_checkpoints
+        )
         par = _parallel_choices(hardware.count)
         return [
             Param("dtype", "categorical", ("bfloat16", "float16"), default="bfloat16"),
-            Param("quantization", "categorical", quant, default=None,
-                  help="fp8: online W8A8; awq/gptq: int4 weights from a pre-quantized checkpoint"),
+            Param(
+                "quantization",
+                "categorical",
+                quant,
+                default=None,
+                help="fp8: online W8A8; awq/gptq: int4 weights from a pre-quantized checkpoint",
+            ),
             Param("kv_cache_dtype", "categorical", ("auto", "fp8"), default="auto"),
             Param("gpu_memory_utilization", "float", low=0.80, high=0.95, step=0.01, default=0.92),
-            Param("max_num_seqs", "int", low=16, high=1024, log=True,
-                  default=1024 if big_gpu else 256),
-            Param("max_num_batched_tokens", "int", low=1024, high=32768, log=True,
-                  default=8192 if big_gpu else 2048),
+            Param(
+                "max_num_seqs", "int", low=16, high=1024, log=True, default=1024 if big_gpu else 256
+            ),
+            Param(
+                "max_num_batched_tokens",
+                "int",
+                low=1024,
+                high=32768,
+                log=True,
+                default=8192 if big_gpu else 2048,
+            ),
             Param("max_model_len", "categorical", (model.max_context,), default=model.max_context),
             Param("tensor_parallel_size", "categorical", par, default=1),
             Param("pipeline_parallel_size", "categorical", par, default=1),
@@ -80,8 +93,10 @@ class VllmEngine(Engine):
     def engine_rules(self, config: Config, ctx: RunContext) -> list[str]:
         quant = config.get("quantization")
         if quant in ("awq", "gptq") and quant not in ctx.model.quantized_checkpoints:
-            return [f"quantization={quant} needs a pre-quantized checkpoint: set "
-                    f"model.quantized_checkpoints.{quant}"]
+            return [
+                f"quantization={quant} needs a pre-quantized checkpoint: set "
+                f"model.quantized_checkpoints.{quant}"
+            ]
         if quant not in _WEIGHTS:
             return [f"quantization={quant!r} is not one servetune knows for vLLM"]
         return []
@@ -89,8 +104,11 @@ class VllmEngine(Engine):
     def model_path(self, config: Config, ctx: RunContext) -> str:
         """The checkpoint to serve: pre-quantized for awq/gptq, else the model itself."""
         quant = config.get("quantization")
-        return ctx.model.quantized_checkpoints.get(quant, ctx.model.serve_path) if quant else (
-            ctx.model.serve_path)
+        return (
+            ctx.model.quantized_checkpoints.get(quant, ctx.model.serve_path)
+            if quant
+            else (ctx.model.serve_path)
+        )
 
     def serve_options(self, config: Config, ctx: RunContext) -> dict[str, Any]:
         """``vllm serve`` options as YAML-ready (dashed key -> value); False booleans as ``no-``."""
@@ -108,21 +126,40 @@ class VllmEngine(Engine):
             options[dashed] = value
         return options
 
-    def serve_argv(self, config: Config, ctx: RunContext, host: str, port: int,
-                   extra: dict[str, Any] | None = None) -> list[str]:
-        """The full ``vllm serve`` argv (a list, never a shell string)."""
+    def serve_argv(
+        self,
+        config: Config,
+        ctx: RunContext,
+        host: str,
+        port: int,
+        extra: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """The full ``vllm serve`` argv (a list, never a shell string).
+
+        ``ctx.options["vllm_args"]`` adds options servetune does not search (e.g.
+        ``{"load-format": "dummy"}`` for architecture-only benchmarks); they are never exported.
+        """
         argv = ["vllm", "serve", self.model_path(config, ctx), "--host", host, "--port", str(port)]
-        for key, value in {**self.serve_options(config, ctx), **(extra or {})}.items():
+        added = {**dict(ctx.options.get("vllm_args") or {}), **(extra or {})}
+        for key, value in {**self.serve_options(config, ctx), **added}.items():
             argv.append(f"--{key}")
             if value is not True:
                 argv.append(str(value))
         return argv
 
     def export(self, config: Config, ctx: RunContext) -> ExportBundle:
-        options = {"model": self.model_path(config, ctx), "host": "127.0.0.1", "port": 8000,
-                   **self.serve_options(config, ctx)}
-        text = ("# vllm serve --config vllm_config.yaml  (vLLM " + VLLM_VERSION + ")\n"
-                + yaml.safe_dump(options, sort_keys=False))
+        options = {
+            "model": self.model_path(config, ctx),
+            "host": "127.0.0.1",
+            "port": 8000,
+            **self.serve_options(config, ctx),
+        }
+        text = (
+            "# vllm serve --config vllm_config.yaml  (vLLM "
+            + VLLM_VERSION
+            + ")\n"
+            + yaml.safe_dump(options, sort_keys=False)
+        )
         return ExportBundle(
             files={"vllm_config.yaml": text},
             command=["vllm", "serve", "--config", "vllm_config.yaml"],

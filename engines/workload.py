@@ -42,8 +42,12 @@ class LengthDist(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> LengthDist:
-        need = {"fixed": ("value",), "uniform": ("low", "high"),
-                "normal": ("mean", "std"), "lognormal": ("mean", "std")}[self.kind]
+        need = {
+            "fixed": ("value",),
+            "uniform": ("low", "high"),
+            "normal": ("mean", "std"),
+            "lognormal": ("mean", "std"),
+        }[self.kind]
         missing = [f for f in need if getattr(self, f) is None]
         if missing:
             raise ValueError(f"kind {self.kind!r} needs {', '.join(missing)}")
@@ -105,7 +109,9 @@ class WorkloadSpec(BaseModel):
     name: str = "custom"
     input_tokens: LengthDist = LengthDist(kind="fixed", value=1024)
     output_tokens: LengthDist = LengthDist(kind="fixed", value=256)
-    dataset: str | None = Field(default=None, description="JSONL with prompt/input_tokens, output_tokens")
+    dataset: str | None = Field(
+        default=None, description="JSONL with prompt/input_tokens, output_tokens"
+    )
     shared_prefix_fraction: float = Field(default=0.0, ge=0, le=1)
     arrival: Arrival = Arrival(kind="concurrency", concurrency=64)
     num_requests: int = Field(default=500, ge=1, le=1_000_000)
@@ -175,9 +181,15 @@ def plan_requests(workload: WorkloadSpec, seed: int) -> RequestPlan:
         arrivals = np.cumsum(gaps) - gaps[0]
     prefix = int(round(workload.shared_prefix_fraction * float(np.median(inputs))))
     return RequestPlan(
-        input_tokens=inputs, output_tokens=outputs, arrival_s=arrivals,
-        concurrency=arrival.concurrency if arrival.kind == "concurrency" else arrival.max_concurrency,
-        shared_prefix_tokens=prefix, warmup=workload.warmup_requests, prompts=prompts,
+        input_tokens=inputs,
+        output_tokens=outputs,
+        arrival_s=arrivals,
+        concurrency=arrival.concurrency
+        if arrival.kind == "concurrency"
+        else arrival.max_concurrency,
+        shared_prefix_tokens=prefix,
+        warmup=workload.warmup_requests,
+        prompts=prompts,
     )
 
 

@@ -6,7 +6,6 @@ Fixtures here are generic so every test package can use them; add yours below, g
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,24 +13,19 @@ from typing import Any
 import pytest
 
 from engines.serving.lifecycle import ServerProcess, free_port, group_alive, port_is_free
-
-REPO = Path(__file__).resolve().parents[1]
-# Run as a script, not ``-m engines.standin...``: that would import the whole engines package
-# (pydantic, numpy) and add most of a second to every start. It imports nothing of ours.
-STANDIN = [sys.executable, str(REPO / "engines" / "standin" / "openai_server.py")]
-STANDIN_MODULE = [sys.executable, "-m", "engines.standin.openai_server"]
+from engines.standin import REPO_ROOT, STANDIN_COMMAND
 
 
-def standin_env() -> dict[str, str]:
-    """Environment in which ``python -m engines.standin.openai_server`` imports this checkout."""
+def _standin_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def assert_no_leftovers(server: ServerProcess) -> None:
-    """Nothing of the server's process group is left and its port is free."""
+def _assert_no_leftovers(server: ServerProcess) -> None:
     assert server.pgid is not None
     assert not group_alive(server.pgid), f"process group {server.pgid} still has members"
     with pytest.raises(ProcessLookupError):
@@ -39,17 +33,35 @@ def assert_no_leftovers(server: ServerProcess) -> None:
     assert port_is_free(server.port), f"port {server.port} still in use"
 
 
+@pytest.fixture
+def standin_env() -> dict[str, str]:
+    """Environment in which ``python -m engines.standin.openai_server`` imports this checkout."""
+    return _standin_env()
+
+
+@pytest.fixture
+def assert_no_leftovers() -> Callable[[ServerProcess], None]:
+    """``check(server)``: nothing of the server's process group is left and its port is free."""
+    return _assert_no_leftovers
+
+
 # ---------------------------------------------------------------- stand-in servers
 def _factory(log_dir: Path) -> tuple[Callable[..., ServerProcess], list[ServerProcess]]:
     made: list[ServerProcess] = []
 
-    def make(*flags: str, start: bool = True, port: int | None = None,
-             **kwargs: Any) -> ServerProcess:
+    def make(
+        *flags: str, start: bool = True, port: int | None = None, **kwargs: Any
+    ) -> ServerProcess:
         port = port or free_port()
         kwargs.setdefault("startup_timeout_s", 15.0)
         kwargs.setdefault("stop_grace_s", 3.0)
-        server = ServerProcess([*STANDIN, "--port", str(port), *flags], port,
-                               log_dir / f"standin-{port}.log", env=standin_env(), **kwargs)
+        server = ServerProcess(
+            [*STANDIN_COMMAND, "--port", str(port), *flags],
+            port,
+            log_dir / f"standin-{port}.log",
+            env=_standin_env(),
+            **kwargs,
+        )
         made.append(server)
         return server.start() if start else server
 
@@ -91,11 +103,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok = tokenizers.Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=500, special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[
-        ("<s>", tok.token_to_id("<s>"))])
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=500,
+            special_tokens=["<unk>", "<s>", "</s>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
     path = tmp_path_factory.mktemp("tiny-model")
     tok.save(str(path / "tokenizer.json"))
     return path
@@ -110,14 +128,27 @@ def make_ctx(tmp_path: Path) -> Callable[..., Any]:
     from engines.workload import WorkloadSpec
 
     def make(workload: Any = None, model_path: str | None = None, **options: Any) -> RunContext:
-        model = ModelSpec.model_validate({"name": "Llama-3.1-8B", **(
-            {"path": model_path} if model_path else {})})
-        spec = WorkloadSpec.model_validate(workload or {
-            "input_tokens": 32, "output_tokens": 8, "num_requests": 8,
-            "arrival": {"kind": "concurrency", "concurrency": 2}})
-        return RunContext(model=model, hardware=HardwareSpec(gpu="H100-SXM"), workload=spec,
-                          workdir=tmp_path / "runs", trial_number=0, timeout_s=60.0,
-                          options=options)
+        model = ModelSpec.model_validate(
+            {"name": "Llama-3.1-8B", **({"path": model_path} if model_path else {})}
+        )
+        spec = WorkloadSpec.model_validate(
+            workload
+            or {
+                "input_tokens": 32,
+                "output_tokens": 8,
+                "num_requests": 8,
+                "arrival": {"kind": "concurrency", "concurrency": 2},
+            }
+        )
+        return RunContext(
+            model=model,
+            hardware=HardwareSpec(gpu="H100-SXM"),
+            workload=spec,
+            workdir=tmp_path / "runs",
+            trial_number=0,
+            timeout_s=60.0,
+            options=options,
+        )
 
     return make
 
@@ -129,3 +160,31 @@ def _close_pooled_servers() -> Iterator[None]:
     from engines.serving import close_servers
 
     close_servers()
+
+
+# ---------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server (throwaway cluster, free port) for the whole session.
+
+    Skips with the reason when the binaries, the ``postgres`` user (as root) or psycopg2 are
+    missing; stopped and deleted at the end.
+    """
+    from postgres import PostgresServer, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any, request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    return postgres_server.create_database(f"{name}_{uuid.uuid4().hex[:8]}")

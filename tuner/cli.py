@@ -11,7 +11,6 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -20,8 +19,11 @@ from rich.table import Table
 from engines.errors import ServetuneError
 from tuner.objectives import label
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Find the best way to serve an LLM on given GPUs.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Find the best way to serve an LLM on given GPUs.",
+)
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 _state = {"debug": False}
@@ -36,7 +38,7 @@ def _options(debug: bool = typer.Option(False, "--debug", help="show tracebacks"
     optuna.logging.set_verbosity(optuna.logging.INFO if debug else optuna.logging.WARNING)
 
 
-def _resolve(study: str, storage: Optional[str]):
+def _resolve(study: str, storage: str | None):
     """A study given as a spec path or a name -> (optuna study, spec)."""
     from tuner.spec import load_spec
     from tuner.study import load_study
@@ -50,12 +52,21 @@ def _resolve(study: str, storage: Optional[str]):
 @app.command()
 def run(
     spec_path: Path = typer.Argument(..., help="study spec (YAML)"),
-    trials: Optional[int] = typer.Option(None, help="total trial budget (overrides the spec)"),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (overrides the spec)"),
-    name: Optional[str] = typer.Option(None, help="study name (overrides the spec)"),
-    sampler: Optional[str] = typer.Option(None, help="nsga2 | tpe | random | grid | gp | auto"),
-    out: Optional[Path] = typer.Option(None, help="export folder (default studies/exports/NAME)"),
+    trials: int | None = typer.Option(None, help="total trial budget (overrides the spec)"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL (overrides the spec)"),
+    name: str | None = typer.Option(None, help="study name (overrides the spec)"),
+    sampler: str | None = typer.Option(None, help="nsga2 | tpe | random | grid | gp | auto"),
+    out: Path | None = typer.Option(None, help="export folder (default studies/exports/NAME)"),
     export: bool = typer.Option(True, help="export the winner when done"),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        help="worker processes on this host sharing the study "
+        "(see `servetune worker` for several hosts)",
+    ),
+    gpus: str | None = typer.Option(
+        None, help="GPUs to use, e.g. 0,1,2,3 (split between --workers)"
+    ),
 ) -> None:
     """Run (or resume) a study, then show its Pareto front and export the winner."""
     from tuner.spec import load_spec
@@ -67,10 +78,17 @@ def run(
         from tuner.spec import parse_spec
 
         spec = parse_spec(spec.model_dump(mode="json"), str(spec_path))
-    console.print(f"[bold]{spec.name}[/]: {spec.model.name} on {spec.hardware.count}x "
-                  f"{spec.hardware.gpu}, engines {', '.join(spec.engines)}, runner {spec.runner}, "
-                  f"budget {spec.budget.trials} trials")
-    study = run_study(spec, progress=_progress_printer(spec))
+    console.print(
+        f"[bold]{spec.name}[/]: {spec.model.name} on {spec.hardware.count}x "
+        f"{spec.hardware.gpu}, engines {', '.join(spec.engines)}, runner {spec.runner}, "
+        f"budget {spec.budget.trials} trials"
+    )
+    if workers > 1 or gpus:
+        from tuner.workers import parse_gpus, run_workers
+
+        study = run_workers(spec, workers, parse_gpus(gpus), on_poll=_poll_printer())
+    else:
+        study = run_study(spec, progress=_progress_printer(spec))
     _print_front(study)
     if export:
         from tuner.export import export_trial
@@ -81,12 +99,108 @@ def run(
             console.print(f"  {path}")
 
 
+def _spec_with_overrides(spec_path: Path, trials: int | None, **overrides):
+    from tuner.spec import load_spec, parse_spec
+
+    spec = load_spec(spec_path, **overrides)
+    if trials is not None:
+        data = spec.model_dump(mode="json")
+        data["budget"]["trials"] = trials
+        spec = parse_spec(data, str(spec_path))
+    return spec
+
+
+@app.command()
+def worker(
+    spec_path: Path = typer.Argument(..., help="study spec (YAML); the study is created or joined"),
+    storage: str | None = typer.Option(
+        None, help="shared storage URL, e.g. postgresql://user:pw@db/servetune"
+    ),
+    gpus: str | None = typer.Option(None, help="GPUs this worker owns, e.g. 0,1,2,3"),
+    trials: int | None = typer.Option(
+        None, help="total trial budget of the study (all workers together)"
+    ),
+    heartbeat: int = typer.Option(10, min=1, help="seconds between heartbeats"),
+    grace: int | None = typer.Option(
+        None,
+        min=1,
+        help="seconds without a heartbeat before "
+        "a trial is failed as worker_lost (default 3x heartbeat)",
+    ),
+    requeue_lost: bool = typer.Option(False, help="run a lost trial's config again"),
+    name: str | None = typer.Option(None, help="study name (overrides the spec)"),
+) -> None:
+    """Work on a shared study until its budget is used up; start one per host (or per GPU set)."""
+    import os
+
+    from tuner.workers import parse_gpus, run_worker
+
+    spec = _spec_with_overrides(spec_path, trials, storage=storage, name=name)
+    owned = parse_gpus(gpus)
+    console.print(
+        f"[bold]worker[/] on {spec.name} ({_redacted(spec.storage_url)}), GPUs "
+        f"{','.join(owned) if owned else 'unrestricted'}, budget "
+        f"{spec.budget.trials} trials shared by all workers"
+    )
+    study = run_worker(
+        spec,
+        owned,
+        heartbeat_s=heartbeat,
+        grace_s=grace,
+        requeue_lost=requeue_lost,
+        progress=_progress_printer(spec),
+    )
+    pid = os.getpid()
+    mine = sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if (t.user_attrs.get("worker") or {}).get("pid") == pid
+    )
+    console.print(f"done: this worker measured {mine} trials")
+
+
+def _redacted(url: str) -> str:
+    from tuner.storage import redact
+
+    return redact(url)
+
+
+def _poll_printer():
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("trials (all workers)"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    state: dict = {"task": None}
+
+    def update(done, total):
+        if state["task"] is None:
+            progress.start()
+            state["task"] = progress.add_task("trials", total=total)
+        progress.update(state["task"], completed=done)
+        if total is not None and done >= total:
+            progress.stop()
+
+    return update
+
+
 def _progress_printer(spec):
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
-                        TextColumn("{task.fields[best]}"), console=console, transient=True)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[best]}"),
+        console=console,
+        transient=True,
+    )
     state: dict = {"task": None, "best": None}
     metric = spec.winner_metric
     sign = 1 if spec.objectives[0].direction == "maximize" else -1
@@ -96,8 +210,11 @@ def _progress_printer(spec):
             progress.start()
             state["task"] = progress.add_task("trials", total=total, best="")
         if outcome.state == "COMPLETE" and outcome.feasible:
-            idx = [o.metric for o in spec.objectives].index(metric) if metric in [
-                o.metric for o in spec.objectives] else 0
+            idx = (
+                [o.metric for o in spec.objectives].index(metric)
+                if metric in [o.metric for o in spec.objectives]
+                else 0
+            )
             value = outcome.values[idx]
             if state["best"] is None or sign * value > sign * state["best"]:
                 state["best"] = value
@@ -119,28 +236,61 @@ def _print_front(study) -> None:
     all_trials = study.get_trials(deepcopy=False)
     failed = sum(1 for t in all_trials if t.state.name == "FAIL")
     pruned = sum(1 for t in all_trials if t.state.name == "PRUNED")
-    table = Table(title=f"Pareto front of {study.study_name}: {len(front.front)} of "
-                        f"{len(front.feasible)} feasible ({len(front.records)} completed, "
-                        f"{pruned} rejected, {failed} failed); hypervolume {front.hypervolume:.4g}")
+    table = Table(
+        title=f"Pareto front of {study.study_name}: {len(front.front)} of "
+        f"{len(front.feasible)} feasible ({len(front.records)} completed, "
+        f"{pruned} rejected, {failed} failed); hypervolume {front.hypervolume:.4g}"
+    )
     table.add_column("trial", justify="right")
     table.add_column("engine")
     table.add_column("precision")
     for metric in front.metrics:
         table.add_column(label(metric), justify="right")
     table.add_column("key options")
-    for number in sorted(front.front, key=lambda n: -front.record(n).metrics.get(front.metrics[0], 0)):
+    sign = 1 if front.directions[0] == "maximize" else -1
+    repeats: dict[tuple, list[int]] = {}
+    for number in sorted(front.front):  # configs with identical results: one row, counted
         r = front.record(number)
-        mark = " *" if number == front.winner else ""
-        keys = ", ".join(f"{k}={v}" for k, v in r.config.items()
-                         if k in ("max_num_seqs", "max_batch_size", "max_num_batched_tokens",
-                                  "max_num_tokens", "tensor_parallel_size", "tp_size"))
-        table.add_row(f"{number}{mark}", r.engine, r.precision or "",
-                      *[_fmt(r.metrics.get(m)) for m in front.metrics], keys)
+        key = (r.engine, r.precision, *(round(r.metrics.get(m, 0.0), 6) for m in front.metrics))
+        repeats.setdefault(key, []).append(number)
+    shown = sorted(
+        (numbers for numbers in repeats.values()),
+        key=lambda ns: -sign * front.record(ns[0]).metrics.get(front.metrics[0], 0),
+    )
+    for numbers in shown:
+        number = front.winner if front.winner in numbers else numbers[0]
+        r = front.record(number)
+        mark = (" *" if number == front.winner else "") + (
+            f" (x{len(numbers)})" if len(numbers) > 1 else ""
+        )
+        keys = ", ".join(
+            f"{k}={v}"
+            for k, v in r.config.items()
+            if k
+            in (
+                "max_num_seqs",
+                "max_batch_size",
+                "max_num_batched_tokens",
+                "max_num_tokens",
+                "tensor_parallel_size",
+                "tp_size",
+            )
+        )
+        table.add_row(
+            f"{number}{mark}",
+            r.engine,
+            r.precision or "",
+            *[_fmt(r.metrics.get(m)) for m in front.metrics],
+            keys,
+        )
     console.print(table)
     if front.records and front.records[0].estimated:
-        console.print("[dim]* winner. Numbers are estimated by the sim engine, not measured.[/]")
+        console.print(
+            "[dim]* winner; (xN): N configs with the same results. Numbers are "
+            "estimated by the sim engine, not measured.[/]"
+        )
     else:
-        console.print("[dim]* winner.[/]")
+        console.print("[dim]* winner; (xN): N configs with the same results.[/]")
 
 
 def _fmt(value) -> str:
@@ -150,18 +300,22 @@ def _fmt(value) -> str:
 
 
 @app.command()
-def show(study: str = typer.Argument(..., help="study name or spec path"),
-         storage: Optional[str] = typer.Option(None, help="Optuna storage URL")) -> None:
+def show(
+    study: str = typer.Argument(..., help="study name or spec path"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+) -> None:
     """Show a study's feasible Pareto front."""
     optuna_study, _ = _resolve(study, storage)
     _print_front(optuna_study)
 
 
 @app.command("export")
-def export_cmd(study: str = typer.Argument(..., help="study name or spec path"),
-               out: Path = typer.Option(..., help="folder to write the files into"),
-               trial: Optional[int] = typer.Option(None, help="trial number (default: winner)"),
-               storage: Optional[str] = typer.Option(None, help="Optuna storage URL")) -> None:
+def export_cmd(
+    study: str = typer.Argument(..., help="study name or spec path"),
+    out: Path = typer.Option(..., help="folder to write the files into"),
+    trial: int | None = typer.Option(None, help="trial number (default: winner)"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+) -> None:
     """Export the winner (or a given trial) as engine config files plus a manifest."""
     from tuner.export import export_trial
 
@@ -184,25 +338,32 @@ def space(spec_path: Path = typer.Argument(..., help="study spec (YAML)")) -> No
         for col in ("option", "kind", "values", "default", "only when"):
             table.add_column(col)
         for p in params:
-            values = (", ".join(map(str, p.choices)) if p.kind == "categorical"
-                      else f"[{p.low}, {p.high}]" + (" log" if p.log else "")
-                      + (f" step {p.step}" if p.step else ""))
+            values = (
+                ", ".join(map(str, p.choices))
+                if p.kind == "categorical"
+                else f"[{p.low}, {p.high}]"
+                + (" log" if p.log else "")
+                + (f" step {p.step}" if p.step else "")
+            )
             when = ", ".join(f"{k} in {list(v)}" for k, v in p.when.items())
             table.add_row(p.name, p.kind, values, str(p.default), when)
         console.print(table)
 
 
 @app.command()
-def dashboard(study: str = typer.Argument(..., help="study name or spec path"),
-              storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
-              host: str = typer.Option("127.0.0.1", help="address to bind"),
-              port: int = typer.Option(8080, help="port")) -> None:
+def dashboard(
+    study: str = typer.Argument(..., help="study name or spec path"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+    host: str = typer.Option("127.0.0.1", help="address to bind"),
+    port: int = typer.Option(8080, help="port"),
+) -> None:
     """Open the study in optuna-dashboard (pip install servetune[dashboard])."""
     try:
         from optuna_dashboard import run_server
     except ImportError:
-        raise ServetuneError("dashboard: optuna-dashboard is not installed "
-                             "(pip install 'servetune[dashboard]')") from None
+        raise ServetuneError(
+            "dashboard: optuna-dashboard is not installed (pip install 'servetune[dashboard]')"
+        ) from None
     optuna_study, spec = _resolve(study, storage)
     console.print(f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)")
     from tuner.storage import open_storage

@@ -31,14 +31,17 @@ class ExportResult:
     command: list[str]
 
 
-def export_trial(study: optuna.Study, spec: StudySpec, out_dir: str | Path,
-                 trial_number: int | None = None) -> ExportResult:
+def export_trial(
+    study: optuna.Study, spec: StudySpec, out_dir: str | Path, trial_number: int | None = None
+) -> ExportResult:
     """Export ``trial_number`` (default: the winner of the feasible front) into ``out_dir``."""
     front = study_front(study)
     if trial_number is None:
         if front.winner is None:
-            raise StudyError(f"study {study.study_name!r} has no feasible trial to export "
-                             f"({len(front.records)} completed; loosen the SLOs or run more trials)")
+            raise StudyError(
+                f"study {study.study_name!r} has no feasible trial to export "
+                f"({len(front.records)} completed; loosen the SLOs or run more trials)"
+            )
         trial_number = front.winner
     records = {r.number: r for r in trial_records(study)}
     record = records.get(trial_number)
@@ -55,12 +58,22 @@ def export_trial(study: optuna.Study, spec: StudySpec, out_dir: str | Path,
             path.write_text(text)
             paths.append(path)
         command_path = out / "serve.sh"
-        command_path.write_text("#!/usr/bin/env bash\n# " + engine.label + "\nset -euo pipefail\n"
-                                + shlex.join(bundle.command) + "\n")
+        command_path.write_text(
+            "#!/usr/bin/env bash\n# "
+            + engine.label
+            + "\nset -euo pipefail\n"
+            + shlex.join(bundle.command)
+            + "\n"
+        )
         command_path.chmod(0o755)
         manifest_path = out / "manifest.json"
-        manifest_path.write_text(json.dumps(_manifest(study, spec, record, bundle.command,
-                                                      bundle.notes, front), indent=2, default=str))
+        manifest_path.write_text(
+            json.dumps(
+                _manifest(study, spec, record, bundle.command, bundle.notes, front),
+                indent=2,
+                default=str,
+            )
+        )
     except OSError as exc:
         raise StudyError(f"export: cannot write to {out}: {exc.strerror}") from None
     paths += [command_path, manifest_path]

@@ -5,11 +5,13 @@ Optuna constraint values an SLO turns into. Pure functions, no Optuna import.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 from engines.metrics import RequestSLO
 
-_LATENCIES = [f"{m}_{s}_ms" for m in ("ttft", "tpot", "itl", "e2e") for s in ("mean", "p50", "p90", "p99")]
+_LATENCIES = [
+    f"{m}_{s}_ms" for m in ("ttft", "tpot", "itl", "e2e") for s in ("mean", "p50", "p90", "p99")
+]
 DIRECTIONS: dict[str, str] = {
     "output_tokens_per_s": "maximize",
     "output_tokens_per_s_per_gpu": "maximize",
@@ -74,4 +76,6 @@ def request_slo(slos: Mapping[str, float]) -> RequestSLO:
         kind = metric.split("_")[0]
         if metric.endswith("_ms") and kind in ("ttft", "tpot", "e2e"):
             limits[kind] = min(bound, limits.get(kind, math.inf))
-    return RequestSLO(ttft_ms=limits.get("ttft"), tpot_ms=limits.get("tpot"), e2e_ms=limits.get("e2e"))
+    return RequestSLO(
+        ttft_ms=limits.get("ttft"), tpot_ms=limits.get("tpot"), e2e_ms=limits.get("e2e")
+    )

@@ -6,7 +6,7 @@ minimisation so one dominance rule serves all.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -70,10 +70,12 @@ def _hv(pts: np.ndarray, ref: np.ndarray) -> float:
     return volume
 
 
-def reference_point(values: np.ndarray, directions: Sequence[str], margin: float = 0.1) -> list[float]:
+def reference_point(
+    values: np.ndarray, directions: Sequence[str], margin: float = 0.1
+) -> list[float]:
     """A reference point a little worse than the worst value of each objective."""
     ref = []
-    for col, direction in zip(np.asarray(values, dtype=float).T, directions):
+    for col, direction in zip(np.asarray(values, dtype=float).T, directions, strict=True):
         col = col[~np.isnan(col)]
         lo, hi = (float(col.min()), float(col.max())) if col.size else (0.0, 1.0)
         span = (hi - lo) or abs(hi) or 1.0
@@ -81,8 +83,13 @@ def reference_point(values: np.ndarray, directions: Sequence[str], margin: float
     return ref
 
 
-def pick_winner(primary: np.ndarray, primary_direction: str, tie_break: np.ndarray | None,
-                tie_direction: str = "minimize", tolerance: float = 0.01) -> int | None:
+def pick_winner(
+    primary: np.ndarray,
+    primary_direction: str,
+    tie_break: np.ndarray | None,
+    tie_direction: str = "minimize",
+    tolerance: float = 0.01,
+) -> int | None:
     """Index of the best row by ``primary``; rows within ``tolerance`` of it are ties decided by
     ``tie_break``. NaN rows never win; returns None when no row is eligible."""
     primary = np.asarray(primary, dtype=float)

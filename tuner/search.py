@@ -21,7 +21,9 @@ def param_key(engine: str, option: str) -> str:
     return f"{engine}.{option}"
 
 
-def suggest_config(trial: optuna.Trial, spaces: dict[str, list[Param]]) -> tuple[str, dict[str, Any]]:
+def suggest_config(
+    trial: optuna.Trial, spaces: dict[str, list[Param]]
+) -> tuple[str, dict[str, Any]]:
     """Ask ``trial`` for an engine and its config; returns (engine name, config by real names)."""
     names = list(spaces)
     engine = names[0] if len(names) == 1 else trial.suggest_categorical(ENGINE_PARAM, names)
@@ -41,10 +43,20 @@ def _suggest(trial: optuna.Trial, key: str, param: Param) -> Any:
         return trial.suggest_categorical(key, list(param.choices))
     if param.kind == "int":
         step = int(param.step or 1)
-        return trial.suggest_int(key, int(param.low), int(param.high),  # type: ignore[arg-type]
-                                 step=1 if param.log else step, log=param.log)
-    return trial.suggest_float(key, float(param.low), float(param.high),  # type: ignore[arg-type]
-                               step=None if param.log else param.step, log=param.log)
+        return trial.suggest_int(
+            key,
+            int(param.low),
+            int(param.high),  # type: ignore[arg-type]
+            step=1 if param.log else step,
+            log=param.log,
+        )
+    return trial.suggest_float(
+        key,
+        float(param.low),
+        float(param.high),  # type: ignore[arg-type]
+        step=None if param.log else param.step,
+        log=param.log,
+    )
 
 
 def config_params(engine: str, config: dict[str, Any], many_engines: bool) -> dict[str, Any]:
@@ -56,17 +68,22 @@ def config_params(engine: str, config: dict[str, Any], many_engines: bool) -> di
 
 
 def make_sampler(name: str, seed: int, n_objectives: int) -> optuna.samplers.BaseSampler:
-    """Build a sampler by name; ``auto`` is NSGA-II for several objectives, TPE for one.
+    """Build a sampler by name; ``auto`` is the measured default strategy
+    (:func:`tuner.strategy.default_sampler`, see docs/search.md).
 
     SLOs reach the samplers as trial constraints (``Trial.set_constraint``), which NSGA-II, TPE
     and GP use to prefer feasible regions.
     """
     if name == "auto":
-        name = "nsga2" if n_objectives > 1 else "tpe"
+        from tuner.strategy import default_sampler
+
+        return default_sampler(seed, n_objectives)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=8
+        )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":

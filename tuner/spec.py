@@ -22,7 +22,7 @@ from tuner.objectives import DIRECTIONS
 
 # Settings that change how hard a study looks, not what a trial measures: resuming a study
 # with more trials or another sampler keeps its identity.
-_NOT_HASHED = {"storage", "budget", "sampler", "warm_start", "baseline"}
+_NOT_HASHED = {"storage", "budget", "sampler", "warm_start", "baseline", "learn_failures"}
 SAMPLERS = ("nsga2", "tpe", "random", "grid", "gp", "auto")
 _STRICT = ConfigDict(extra="forbid")
 
@@ -42,8 +42,10 @@ class Objective(BaseModel):
             data = {"metric": data}
         elif isinstance(data, dict) and len(data) == 1 and "metric" not in data:
             ((metric, direction),) = data.items()
-            data = {"metric": metric, "direction": {"max": "maximize", "min": "minimize"}.get(
-                direction, direction)}
+            data = {
+                "metric": metric,
+                "direction": {"max": "maximize", "min": "minimize"}.get(direction, direction),
+            }
         if isinstance(data, dict) and data.get("metric") in DIRECTIONS:
             data = {"direction": DIRECTIONS[data["metric"]], **data}
         return data
@@ -105,9 +107,13 @@ class StudySpec(BaseModel):
     sim_profile: str | None = None
     engines: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"vllm": {}})
     objectives: list[Objective] = Field(
-        default_factory=lambda: [Objective(metric="output_tokens_per_s", direction="maximize"),
-                                 Objective(metric="ttft_p99_ms", direction="minimize")],
-        min_length=1, max_length=4)
+        default_factory=lambda: [
+            Objective(metric="output_tokens_per_s", direction="maximize"),
+            Objective(metric="ttft_p99_ms", direction="minimize"),
+        ],
+        min_length=1,
+        max_length=4,
+    )
     slos: dict[str, float] = Field(default_factory=dict)
     winner: WinnerPolicy = WinnerPolicy()
     budget: Budget = Budget()
@@ -115,9 +121,18 @@ class StudySpec(BaseModel):
     storage: str | None = None
     seed: int = 0
     baseline: bool = Field(default=True, description="measure each engine's defaults first")
+    learn_failures: bool = Field(
+        default=True,
+        description="veto configs the failure model (tuner.failures) expects to "
+        "fail when they run; vetoed suggestions use no budget",
+    )
     warm_start: dict[str, Any] | None = Field(
-        default=None, description="{study, storage, top_k}: enqueue the best configs of another study")
-    options: dict[str, Any] = Field(default_factory=dict, description="runner options (real servers)")
+        default=None,
+        description="{study, storage, top_k}: enqueue the best configs of another study",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="runner options (real servers)"
+    )
 
     @field_validator("engines", mode="before")
     @classmethod
@@ -166,7 +181,9 @@ class StudySpec(BaseModel):
 def parse_spec(data: Any, source: str = "spec") -> StudySpec:
     """Validate a spec given as a mapping; errors become one-line :class:`SpecError`."""
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: expected a mapping of study settings, got {type(data).__name__}")
+        raise SpecError(
+            f"{source}: expected a mapping of study settings, got {type(data).__name__}"
+        )
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:

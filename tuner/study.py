@@ -12,9 +12,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -26,11 +27,22 @@ from tuner.objectives import constraint_values, request_slo
 from tuner.search import config_params, make_sampler, suggest_config
 from tuner.spec import StudySpec, parse_spec
 from tuner.storage import open_storage, redact
+from tuner.strategy import pre_run_veto
 from tuner.versions import tool_versions
 
 log = logging.getLogger(__name__)
-# Trials that ended through no fault of their config; they do not use up the budget.
-NOT_COUNTED = ("interrupted", "worker_lost", "over_budget")
+# Trials that do not use up the budget: rejected before anything ran (free), or ended through
+# no fault of their config.
+NOT_COUNTED = (
+    "invalid",
+    "duplicate",
+    "predicted_failure",
+    "interrupted",
+    "worker_lost",
+    "over_budget",
+)
+# A space whose suggestions keep being rejected ends the study instead of looping.
+MAX_CONSECUTIVE_REJECTIONS = 50
 
 
 @dataclass(frozen=True)
@@ -63,12 +75,18 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
         if stored and stored != spec.spec_hash():
             raise StudyError(
                 f"study {spec.name!r} in {redact(spec.storage_url)} was made from a different spec "
-                f"(hash {stored}, now {spec.spec_hash()}); give the study a new name")
+                f"(hash {stored}, now {spec.spec_hash()}); give the study a new name"
+            )
         return existing
     if not create:
         raise StudyError(f"no study named {spec.name!r} in {redact(spec.storage_url)}")
-    study = optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler,
-                                directions=directions, load_if_exists=True)
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        sampler=sampler,
+        directions=directions,
+        load_if_exists=True,
+    )
     study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
     study.set_user_attr("spec_hash", spec.spec_hash())
     study.set_user_attr("objectives", [o.metric for o in spec.objectives])
@@ -92,10 +110,17 @@ def load_study(name: str, storage: str) -> tuple[optuna.Study, StudySpec]:
 def make_context(spec: StudySpec, trial_number: int | None = None) -> RunContext:
     """The run context every engine gets for this study."""
     workdir = Path(spec.options.get("workdir", f"studies/runs/{spec.name}"))
-    return RunContext(model=spec.model, hardware=spec.hardware, workload=spec.workload,
-                      slo=request_slo(spec.slos), seed=spec.seed, workdir=workdir,
-                      trial_number=trial_number, timeout_s=spec.budget.trial_timeout_s,
-                      options=spec.options)
+    return RunContext(
+        model=spec.model,
+        hardware=spec.hardware,
+        workload=spec.workload,
+        slo=request_slo(spec.slos),
+        seed=spec.seed,
+        workdir=workdir,
+        trial_number=trial_number,
+        timeout_s=spec.budget.trial_timeout_s,
+        options=spec.options,
+    )
 
 
 def build_engines(spec: StudySpec) -> dict[str, Engine]:
@@ -106,9 +131,12 @@ def build_engines(spec: StudySpec) -> dict[str, Engine]:
 def search_spaces(spec: StudySpec, engines: dict[str, Engine]) -> dict[str, list]:
     """Each engine's space with the spec's overrides applied."""
 
-    return {name: apply_overrides(engine.space(spec.model, spec.hardware), spec.engines[name],
-                                  f"engines.{name}")
-            for name, engine in engines.items()}
+    return {
+        name: apply_overrides(
+            engine.space(spec.model, spec.hardware), spec.engines[name], f"engines.{name}"
+        )
+        for name, engine in engines.items()
+    }
 
 
 def fail_reason(trial: optuna.trial.FrozenTrial) -> str | None:
@@ -122,14 +150,20 @@ def counted_trials(study: optuna.Study) -> int:
     for trial in study.get_trials(deepcopy=False):
         if trial.state == TrialState.WAITING:
             continue
-        if trial.state == TrialState.FAIL and fail_reason(trial) in NOT_COUNTED:
+        if (
+            trial.state in (TrialState.FAIL, TrialState.PRUNED)
+            and fail_reason(trial) in NOT_COUNTED
+        ):
             continue
         count += 1
     return count
 
 
-def run_study(spec: StudySpec, progress: ProgressCallback | None = None,
-              engines: dict[str, Engine] | None = None) -> optuna.Study:
+def run_study(
+    spec: StudySpec,
+    progress: ProgressCallback | None = None,
+    engines: dict[str, Engine] | None = None,
+) -> optuna.Study:
     """Run (or resume) the study until its budget is used up; returns the Optuna study."""
     engines = engines or build_engines(spec)
     spaces = search_spaces(spec, engines)
@@ -138,10 +172,19 @@ def run_study(spec: StudySpec, progress: ProgressCallback | None = None,
     deadline = time.monotonic() + spec.budget.minutes * 60 if spec.budget.minutes else math.inf
     total = spec.budget.trials
     try:
+        rejected_in_a_row = 0
         while (total is None or counted_trials(study) < total) and time.monotonic() < deadline:
             outcome = run_one_trial(study, spec, engines, spaces)
             if progress:
                 progress(outcome, counted_trials(study), total)
+            rejected_in_a_row = rejected_in_a_row + 1 if outcome.state == "PRUNED" else 0
+            if rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
+                log.warning(
+                    "%d suggestions in a row were rejected before running; stopping "
+                    "(is the search space mostly invalid for this model and GPU?)",
+                    rejected_in_a_row,
+                )
+                break
             if outcome.reason == "grid_exhausted":
                 break
     finally:
@@ -150,8 +193,9 @@ def run_study(spec: StudySpec, progress: ProgressCallback | None = None,
     return study
 
 
-def run_one_trial(study: optuna.Study, spec: StudySpec, engines: dict[str, Engine],
-                  spaces: dict[str, list]) -> TrialOutcome:
+def run_one_trial(
+    study: optuna.Study, spec: StudySpec, engines: dict[str, Engine], spaces: dict[str, list]
+) -> TrialOutcome:
     """Ask for one config, validate and measure it, and tell the study how it went."""
     trial = study.ask()
     try:
@@ -163,6 +207,21 @@ def run_one_trial(study: optuna.Study, spec: StudySpec, engines: dict[str, Engin
     ctx = make_context(spec, trial.number)
     trial.set_user_attr("engine", engine_name)
     trial.set_user_attr("config", config)
+    veto = pre_run_veto(
+        study,
+        spaces,
+        engine_name,
+        config,
+        skip_duplicates=spec.sampler == "auto",
+        learn_failures=spec.learn_failures,
+    )
+    if veto:  # free: told as PRUNED, not counted (NOT_COUNTED), capped in tuner.strategy
+        trial.set_user_attr("fail", {"reason": veto[0], "detail": veto[1]})
+        _set_constraints(trial, spec, [1.0] * len(spec.slos))
+        study.tell(trial, state=TrialState.PRUNED)
+        return TrialOutcome(
+            trial.number, engine_name, "PRUNED", None, False, f"{veto[0]}: {veto[1]}", config
+        )
     try:
         return _measure(study, trial, spec, engine, config, ctx)
     except KeyboardInterrupt:
@@ -170,15 +229,22 @@ def run_one_trial(study: optuna.Study, spec: StudySpec, engines: dict[str, Engin
         raise
 
 
-def _measure(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, engine: Engine,
-             config: dict[str, Any], ctx: RunContext) -> TrialOutcome:
+def _measure(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    spec: StudySpec,
+    engine: Engine,
+    config: dict[str, Any],
+    ctx: RunContext,
+) -> TrialOutcome:
     def outcome(state: str, values=None, feasible=False, reason=None) -> TrialOutcome:
         return TrialOutcome(trial.number, engine.name, state, values, feasible, reason, config)
 
     reasons = engine.validate(config, ctx)
     plan = engine.plan(config, ctx)
-    trial.set_user_attr("plan", {"runner": spec.runner, "precision": plan.precision,
-                                 "gpus": plan.gpus})
+    trial.set_user_attr(
+        "plan", {"runner": spec.runner, "precision": plan.precision, "gpus": plan.gpus}
+    )
     if reasons:
         trial.set_user_attr("fail", {"reason": "invalid", "detail": "; ".join(reasons)})
         _set_constraints(trial, spec, [1.0] * len(spec.slos))
@@ -198,28 +264,41 @@ def _measure(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, engine: 
     trial.set_user_attr("metrics", metrics)
     values = [metrics.get(o.metric, math.nan) for o in spec.objectives]
     if any(v is None or not math.isfinite(v) for v in values):
-        _fail(study, trial, "no_result", f"objective values {values} (completed "
-              f"{measurement.num_completed}/{measurement.num_requests} requests)")
+        _fail(
+            study,
+            trial,
+            "no_result",
+            f"objective values {values} (completed "
+            f"{measurement.num_completed}/{measurement.num_requests} requests)",
+        )
         return outcome("FAIL", reason="no_result")
     constraints = constraint_values(metrics, spec.slos)
     feasible = all(c <= 0 for c in constraints)
     _set_constraints(trial, spec, constraints)
-    trial.set_user_attr("result", {
-        "feasible": feasible, "estimated": measurement.estimated, "constraints": constraints,
-        "measurement": json.loads(json.dumps(measurement.to_dict(), default=str)),
-        "versions": engine.versions(), "trial_seconds": round(time.monotonic() - started, 4)})
+    trial.set_user_attr(
+        "result",
+        {
+            "feasible": feasible,
+            "estimated": measurement.estimated,
+            "constraints": constraints,
+            "measurement": json.loads(json.dumps(measurement.to_dict(), default=str)),
+            "versions": engine.versions(),
+            "trial_seconds": round(time.monotonic() - started, 4),
+        },
+    )
     study.tell(trial, values)
     return outcome("COMPLETE", values, feasible)
 
 
 def _set_constraints(trial: optuna.Trial, spec: StudySpec, values: list[float]) -> None:
     """Record SLO constraint values (<= 0 met) where Optuna's samplers read them."""
-    for metric, value in zip(spec.slos, values):
+    for metric, value in zip(spec.slos, values, strict=True):
         trial.set_constraint(metric, value)
 
 
-def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, detail: str,
-          log_path: str | None = None) -> None:
+def _fail(
+    study: optuna.Study, trial: optuna.Trial, reason: str, detail: str, log_path: str | None = None
+) -> None:
     fail = {"reason": reason, "detail": detail[:2000]}
     if log_path:
         fail["log_path"] = log_path
@@ -227,8 +306,9 @@ def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, detail: str,
     study.tell(trial, state=TrialState.FAIL)
 
 
-def _enqueue_starts(study: optuna.Study, spec: StudySpec, engines: dict[str, Engine],
-                    spaces: dict[str, list]) -> None:
+def _enqueue_starts(
+    study: optuna.Study, spec: StudySpec, engines: dict[str, Engine], spaces: dict[str, list]
+) -> None:
     """Queue the baseline (engine defaults) and warm-start configs, once per study."""
     if study.user_attrs.get("starts_enqueued"):
         return
@@ -236,13 +316,19 @@ def _enqueue_starts(study: optuna.Study, spec: StudySpec, engines: dict[str, Eng
     if spec.baseline:
         for name in engines:
             defaults = space_defaults(spaces[name])
-            study.enqueue_trial(config_params(name, defaults, many),
-                                user_attrs={"baseline": True}, skip_if_exists=True)
+            study.enqueue_trial(
+                config_params(name, defaults, many),
+                user_attrs={"baseline": True},
+                skip_if_exists=True,
+            )
     if spec.warm_start:
         from tuner.warmstart import warm_start_configs
 
         for name, config in warm_start_configs(spec):
             if name in engines:
-                study.enqueue_trial(config_params(name, config, many),
-                                    user_attrs={"warm_start": True}, skip_if_exists=True)
+                study.enqueue_trial(
+                    config_params(name, config, many),
+                    user_attrs={"warm_start": True},
+                    skip_if_exists=True,
+                )
     study.set_user_attr("starts_enqueued", True)

@@ -19,19 +19,28 @@ def warm_start_configs(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
     ws = spec.warm_start or {}
     unknown = set(ws) - {"study", "storage", "top_k"}
     if unknown or "study" not in ws:
-        raise SpecError(f"warm_start: needs 'study' (and optional storage, top_k); got {sorted(ws)}")
+        raise SpecError(
+            f"warm_start: needs 'study' (and optional storage, top_k); got {sorted(ws)}"
+        )
     storage = ws.get("storage") or f"sqlite:///studies/{ws['study']}.db"
     source, _ = load_study(ws["study"], storage)
     front = study_front(source)
     metric = front.metrics[0]
     sign = -1 if front.directions[0] == "maximize" else 1
-    ranked = sorted((r for r in front.records if r.feasible),
-                    key=lambda r: sign * r.metrics.get(metric, float("nan")))
-    if front.winner is not None:
-        ranked.sort(key=lambda r: r.number != front.winner)
+    # Front points first (winner first), then the other feasible trials, best first; configs
+    # whose results are identical (options that did not matter) count once, so the K starts
+    # cover K different operating points.
+    ranked = sorted(
+        (r for r in front.records if r.feasible),
+        key=lambda r: (
+            r.number != front.winner,
+            r.number not in front.front,
+            sign * r.metrics.get(metric, float("nan")),
+        ),
+    )
     seen, out = set(), []
     for record in ranked:
-        key = (record.engine, tuple(sorted(record.config.items(), key=str)))
+        key = (record.engine, *(round(record.metrics.get(m, 0.0), 6) for m in front.metrics))
         if key not in seen:
             seen.add(key)
             out.append((record.engine, record.config))

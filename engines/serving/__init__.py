@@ -17,6 +17,7 @@ set ``server_command`` (a list replacing ``argv[0:2]``, e.g. ``[sys.executable, 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -43,24 +44,43 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
     """Start (or reuse) ``engine``'s server for ``config``, drive ``ctx.workload``, summarize.
 
     Raises EngineError with a reason (``oom``, ``invalid_argument``, ``port_clash``,
-    ``startup_timeout``, ``crash``, ``http_error``) when the trial cannot be measured.
+    ``startup_timeout``, ``crash``, ``http_error``, ``hang``) when the trial cannot be measured.
     """
     prepare = getattr(engine, "prepare", None)
     if callable(prepare):
         prepare(config, ctx)
-    key = restart_key(config, _restart_free(engine, ctx), engine=engine.name,
-                      model=ctx.model.serve_path, command=ctx.options.get("server_command"),
-                      env=ctx.options.get("env"))
+    key = restart_key(
+        config,
+        _restart_free(engine, ctx),
+        engine=engine.name,
+        model=ctx.model.serve_path,
+        command=ctx.options.get("server_command"),
+        env=ctx.options.get("env"),
+    )
     server, reused = _POOL.acquire(key, lambda: _start(engine, config, ctx))
     model_id = _served_model(server, ctx)
     requests, plan, tokenizer_label = _requests(ctx)
     chat = ctx.options.get("endpoint", "completions") == "chat"
-    result = run_load(
-        server.base_url, model_id, requests, arrival_s=plan.arrival_s,
-        concurrency=plan.concurrency, warmup=plan.warmup, chat=chat,
-        request_timeout_s=float(ctx.options.get("request_timeout_s", min(ctx.timeout_s, 600))),
-        extra_body=ctx.options.get("extra_body"),
-    )
+    try:
+        result = run_load(
+            server.base_url,
+            model_id,
+            requests,
+            arrival_s=plan.arrival_s,
+            concurrency=plan.concurrency,
+            warmup=plan.warmup,
+            chat=chat,
+            request_timeout_s=float(ctx.options.get("request_timeout_s", min(ctx.timeout_s, 600))),
+            extra_body=ctx.options.get("extra_body"),
+            deadline_s=ctx.timeout_s,
+        )
+    except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
+        _POOL.discard()  # a server that stalls is not trusted with the next trial
+        raise EngineError(
+            "hang",
+            f"the load run took over {ctx.timeout_s:g} s (log: {server.log_path})",
+            log_path=str(server.log_path),
+        ) from None
     if not server.alive():
         _POOL.discard()
         raise server.failure()
@@ -91,10 +111,15 @@ def _start(engine: Engine, config: Config, ctx: RunContext) -> ServerProcess:
         trial = "x" if ctx.trial_number is None else str(ctx.trial_number)
         log_path = Path(ctx.workdir) / "logs" / f"trial-{trial}-{engine.name}-{port}.log"
         server = ServerProcess(
-            argv, port, log_path, host=HOST, env=_environment(engine, config, ctx),
+            argv,
+            port,
+            log_path,
+            host=HOST,
+            env=_environment(engine, config, ctx),
             health_path=getattr(engine, "health_path", "/health"),
-            startup_timeout_s=float(ctx.options.get("startup_timeout_s",
-                                                    min(ctx.timeout_s, 1200.0))),
+            startup_timeout_s=float(
+                ctx.options.get("startup_timeout_s", min(ctx.timeout_s, 1200.0))
+            ),
             stop_grace_s=float(ctx.options.get("stop_grace_s", 30.0)),
         )
         try:
@@ -139,12 +164,15 @@ def _requests(ctx: RunContext) -> tuple[list[LoadRequest], RequestPlan, str]:
         plan = plan_requests(workload, ctx.seed)
         if plan.prompts is not None:
             prompts = list(plan.prompts)
-            plan = dataclasses.replace(plan, input_tokens=np.array([maker.count(p) for p in
-                                                                    prompts]))
+            plan = dataclasses.replace(
+                plan, input_tokens=np.array([maker.count(p) for p in prompts])
+            )
         else:
             prompts = maker.make(plan.input_tokens, plan.shared_prefix_tokens)
-    requests = [LoadRequest(p, int(i), int(o))
-                for p, i, o in zip(prompts, plan.input_tokens, plan.output_tokens, strict=True)]
+    requests = [
+        LoadRequest(p, int(i), int(o))
+        for p, i, o in zip(prompts, plan.input_tokens, plan.output_tokens, strict=True)
+    ]
     return requests, plan, maker.label
 
 
@@ -156,27 +184,53 @@ def _sharegpt_plan(ctx: RunContext, maker: PromptMaker) -> tuple[RequestPlan, li
     prompts = [pairs[i][0] for i in idx]
     outputs = np.array([max(1, maker.count(pairs[i][1]) - maker.special_tokens) for i in idx])
     inputs = np.array([maker.count(p) for p in prompts])
-    return dataclasses.replace(plan, input_tokens=inputs, output_tokens=outputs,
-                               shared_prefix_tokens=0), prompts
+    return dataclasses.replace(
+        plan, input_tokens=inputs, output_tokens=outputs, shared_prefix_tokens=0
+    ), prompts
 
 
-def _summarize(engine: Engine, config: Config, ctx: RunContext, result: LoadResult,
-               server: ServerProcess, reused: bool, tokenizer_label: str,
-               chat: bool) -> Measurement:
+def _summarize(
+    engine: Engine,
+    config: Config,
+    ctx: RunContext,
+    result: LoadResult,
+    server: ServerProcess,
+    reused: bool,
+    tokenizer_label: str,
+    chat: bool,
+) -> Measurement:
     if result.records and all(r.error is not None for r in result.records):
         kinds = sorted({r.error for r in result.records if r.error})
-        raise EngineError("http_error", f"every request failed ({', '.join(kinds)}); "
-                          f"log: {server.log_path}", log_path=str(server.log_path))
+        raise EngineError(
+            "http_error",
+            f"every request failed ({', '.join(kinds)}); log: {server.log_path}",
+            log_path=str(server.log_path),
+        )
     try:
         gpus = engine.plan(config, ctx).gpus
     except Exception:  # an engine whose plan needs more than this config has
         gpus = 1
-    extra = {"server_start_s": server.start_s, "server_reused": reused,
-             "log_path": str(server.log_path), "server_argv": server.argv,
-             "prompt_tokens": tokenizer_label, "endpoint": "chat" if chat else "completions",
-             "warmup_requests": len(result.warmup_records)}
+    extra = {
+        "server_start_s": server.start_s,
+        "server_reused": reused,
+        "log_path": str(server.log_path),
+        "server_argv": server.argv,
+        "prompt_tokens": tokenizer_label,
+        "endpoint": "chat" if chat else "completions",
+        "warmup_requests": len(result.warmup_records),
+    }
     return summarize(result.records, result.duration_s, ctx.slo, gpu_count=gpus, extra=extra)
 
 
-__all__ = ["LoadRequest", "LoadResult", "PromptMaker", "ServerPool", "ServerProcess",
-           "classify_failure", "close_servers", "free_port", "measure_server", "run_load"]
+__all__ = [
+    "LoadRequest",
+    "LoadResult",
+    "PromptMaker",
+    "ServerPool",
+    "ServerProcess",
+    "classify_failure",
+    "close_servers",
+    "free_port",
+    "measure_server",
+    "run_load",
+]

@@ -40,14 +40,24 @@ HOST = "127.0.0.1"
 # Most specific first: vLLM reports a KV-cache shortfall as a ValueError, so "oom" beats
 # "invalid_argument"; argparse errors never mention memory.
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("oom", re.compile(
-        r"CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks"
-        r"|KV cache.{0,200}larger than (?:the )?available|not enough GPU memory"
-        r"|less than desired GPU memory utilization|CUDA error: out of memory", re.I)),
+    (
+        "oom",
+        re.compile(
+            r"CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks"
+            r"|KV cache.{0,200}larger than (?:the )?available|not enough GPU memory"
+            r"|less than desired GPU memory utilization|CUDA error: out of memory",
+            re.I,
+        ),
+    ),
     ("port_clash", re.compile(r"Address already in use|Errno 98\]", re.I)),
-    ("invalid_argument", re.compile(
-        r"error: argument|unrecognized arguments|error: the following arguments are required"
-        r"|^\w*(?:ValueError|ValidationError|TypeError)\b|validation errors? for", re.M)),
+    (
+        "invalid_argument",
+        re.compile(
+            r"error: argument|unrecognized arguments|error: the following arguments are required"
+            r"|^\w*(?:ValueError|ValidationError|TypeError)\b|validation errors? for",
+            re.M,
+        ),
+    ),
 )
 _TAIL_BYTES = 64 * 1024
 
@@ -100,6 +110,8 @@ def classify_failure(returncode: int | None, tail: str) -> tuple[str, str]:
     code is death by signal, often the host's OOM killer, reported as ``crash`` with the signal.
     """
     for reason, pattern in _PATTERNS:
+        if returncode is None and reason != "oom":
+            continue  # a live server's log may mention anything; only a memory failure counts
         match = pattern.search(tail)
         if match:
             return reason, _line_at(tail, match.start())
@@ -108,8 +120,11 @@ def classify_failure(returncode: int | None, tail: str) -> tuple[str, str]:
     if returncode == 2:  # argparse's exit status, even when its message was not recognised
         return "invalid_argument", _last_line(tail) or "exit status 2"
     if returncode < 0:
-        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else (
-            str(-returncode))
+        name = (
+            signal.Signals(-returncode).name
+            if -returncode in signal.valid_signals()
+            else (str(-returncode))
+        )
         return "crash", f"killed by {name}" + (" (host OOM killer?)" if name == "SIGKILL" else "")
     return "crash", _last_line(tail) or f"exit status {returncode}"
 
@@ -117,7 +132,7 @@ def classify_failure(returncode: int | None, tail: str) -> tuple[str, str]:
 def _line_at(text: str, index: int) -> str:
     start = text.rfind("\n", 0, index) + 1
     end = text.find("\n", index)
-    return text[start:end if end >= 0 else None].strip()[:300]
+    return text[start : end if end >= 0 else None].strip()[:300]
 
 
 def _last_line(text: str) -> str:
@@ -176,10 +191,19 @@ class ServerProcess:
     safe from a signal handler.
     """
 
-    def __init__(self, argv: Sequence[str], port: int, log_path: Path, *, host: str = HOST,
-                 env: Mapping[str, str] | None = None, health_path: str = "/health",
-                 startup_timeout_s: float = 1200.0, stop_grace_s: float = 30.0,
-                 cwd: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        port: int,
+        log_path: Path,
+        *,
+        host: str = HOST,
+        env: Mapping[str, str] | None = None,
+        health_path: str = "/health",
+        startup_timeout_s: float = 1200.0,
+        stop_grace_s: float = 30.0,
+        cwd: str | Path | None = None,
+    ) -> None:
         if isinstance(argv, str):
             raise TypeError("argv must be a list of strings, not a shell string")
         self.argv = [str(a) for a in argv]
@@ -223,9 +247,15 @@ class ServerProcess:
         with self.log_path.open("ab") as out:
             out.write(f"$ {' '.join(self.argv)}\n".encode())
             out.flush()
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
         _LIVE.add(self)
         try:
             self._wait_healthy(began)
@@ -259,8 +289,7 @@ class ServerProcess:
         reason, cause = classify_failure(code, tail)
         if code is None and reason == "startup_timeout":
             cause = f"not healthy after {self.startup_timeout_s:g} s; last output: {cause}"
-        elif code is None:
-            # Alive but stuck after logging a known failure (an engine child died).
+        elif code is None:  # alive but stuck after an engine child ran out of memory
             cause = f"not healthy after {self.startup_timeout_s:g} s: {cause}"
         raise EngineError(reason, f"{cause} (log: {self.log_path})", log_path=str(self.log_path))
 
@@ -268,8 +297,11 @@ class ServerProcess:
         """The error to report for a server that died after it was healthy (e.g. OOM mid-run)."""
         code = self.proc.poll() if self.proc is not None else None
         reason, cause = classify_failure(code if code is not None else 1, log_tail(self.log_path))
-        return EngineError(reason, f"server died during the run: {cause} (log: {self.log_path})",
-                           log_path=str(self.log_path))
+        return EngineError(
+            reason,
+            f"server died during the run: {cause} (log: {self.log_path})",
+            log_path=str(self.log_path),
+        )
 
     def stop(self) -> None:
         """SIGTERM the group, wait ``stop_grace_s``, SIGKILL it, reap, check the port is free."""
@@ -283,8 +315,9 @@ class ServerProcess:
         try:
             self.proc.wait(timeout=self.stop_grace_s)
         except subprocess.TimeoutExpired:
-            log.warning("server pid %d ignored SIGTERM for %g s; killing its group", pgid,
-                        self.stop_grace_s)
+            log.warning(
+                "server pid %d ignored SIGTERM for %g s; killing its group", pgid, self.stop_grace_s
+            )
         self._kill_group(pgid)
         if not port_is_free(self.port, self.host):
             log.warning("port %d still busy after the server stopped", self.port)

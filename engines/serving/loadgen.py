@@ -73,11 +73,11 @@ class _Stream:
     def feed(self, line: bytes, now: float) -> None:
         if not line.startswith(b"data:"):
             return  # comments, event names, blank keep-alives
-        payload = line[5:].strip()
-        if payload == b"[DONE]":
+        payload = line[5:].strip().decode()
+        if payload == "[DONE]":
             self.done = True
             return
-        data = json.loads(payload)
+        data = _decode(payload)
         if "error" in data and not data.get("choices"):
             self.error = "stream_error"
             return
@@ -87,8 +87,9 @@ class _Stream:
         if not choices:
             return
         choice = choices[0]
-        text = choice.get("text") if "text" in choice else (choice.get("delta") or {}).get(
-            "content")
+        text = (
+            choice.get("text") if "text" in choice else (choice.get("delta") or {}).get("content")
+        )
         if not text:
             return
         if self.first is None:
@@ -99,12 +100,21 @@ class _Stream:
         self.chunks += 1
 
 
-def request_body(model: str, request: LoadRequest, chat: bool,
-                 extra_body: Mapping[str, Any] | None) -> bytes:
+_decode = json.JSONDecoder().decode
+
+
+def request_body(
+    model: str, request: LoadRequest, chat: bool, extra_body: Mapping[str, Any] | None
+) -> bytes:
     """The JSON body for one request (encoded once, before timing starts)."""
-    body: dict[str, Any] = {"model": model, "max_tokens": request.output_tokens,
-                            "ignore_eos": True, "stream": True,
-                            "stream_options": {"include_usage": True}, "temperature": 0.0}
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": request.output_tokens,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0.0,
+    }
     if chat:
         body["messages"] = [{"role": "user", "content": request.prompt}]
         body["max_completion_tokens"] = request.output_tokens
@@ -114,8 +124,14 @@ def request_body(model: str, request: LoadRequest, chat: bool,
     return json.dumps(body).encode()
 
 
-async def send_one(client: httpx.AsyncClient, url: str, body: bytes, request: LoadRequest,
-                   t0: float, timeout_s: float) -> RequestRecord:
+async def send_one(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    request: LoadRequest,
+    t0: float,
+    timeout_s: float,
+) -> RequestRecord:
     """Send one streamed request and time it; failures become a record with ``error`` set."""
     stream = _Stream()
     start = time.perf_counter()
@@ -151,8 +167,9 @@ async def send_one(client: httpx.AsyncClient, url: str, body: bytes, request: Lo
 
 async def _consume(client: httpx.AsyncClient, url: str, body: bytes, stream: _Stream) -> None:
     headers = {"content-type": "application/json", "accept": "text/event-stream"}
-    async with client.stream("POST", url, content=body, headers=headers,
-                             extensions={"trace": stream.trace}) as response:
+    async with client.stream(
+        "POST", url, content=body, headers=headers, extensions={"trace": stream.trace}
+    ) as response:
         if response.status_code != 200:
             await response.aread()
             stream.error = f"http_{response.status_code}"
@@ -163,7 +180,8 @@ async def _consume(client: httpx.AsyncClient, url: str, body: bytes, stream: _St
             lines = (pending + data).split(b"\n")
             pending = lines.pop()
             for line in lines:
-                stream.feed(line.rstrip(b"\r"), now)
+                if len(line) > 1:  # skip the blank line ending each event
+                    stream.feed(line.rstrip(b"\r"), now)
             if stream.error:
                 return
 
@@ -179,13 +197,41 @@ async def run_load_async(
     chat: bool = False,
     request_timeout_s: float = 600.0,
     extra_body: Mapping[str, Any] | None = None,
+    deadline_s: float | None = None,
 ) -> LoadResult:
     """Send ``requests`` (the first ``warmup`` of them as warmup) and time them.
 
     ``arrival_s`` None means closed loop at ``concurrency`` (required then); otherwise requests
     are released at those offsets (re-based to the first measured one), at most ``concurrency``
-    in flight when given.
+    in flight when given. The whole run raises ``TimeoutError`` after ``deadline_s``.
     """
+    return await asyncio.wait_for(
+        _run(
+            base_url,
+            model,
+            requests,
+            arrival_s,
+            concurrency,
+            warmup,
+            chat,
+            request_timeout_s,
+            extra_body,
+        ),
+        deadline_s,
+    )
+
+
+async def _run(
+    base_url: str,
+    model: str,
+    requests: Sequence[LoadRequest],
+    arrival_s: Sequence[float] | None,
+    concurrency: int | None,
+    warmup: int,
+    chat: bool,
+    request_timeout_s: float,
+    extra_body: Mapping[str, Any] | None,
+) -> LoadResult:
     if arrival_s is None and not concurrency:
         raise ValueError("closed-loop load needs a concurrency")
     url = base_url.rstrip("/") + ("/v1/chat/completions" if chat else "/v1/completions")
@@ -196,31 +242,48 @@ async def run_load_async(
     async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
         warm_idx = list(range(min(warmup, len(requests))))
         t_warm = time.perf_counter()
-        warm = await _closed_loop(client, url, bodies, requests, warm_idx,
-                                  min(len(warm_idx), cap or len(warm_idx)) or 1, t_warm,
-                                  request_timeout_s)
+        warm = await _closed_loop(
+            client,
+            url,
+            bodies,
+            requests,
+            warm_idx,
+            min(len(warm_idx), cap or len(warm_idx)) or 1,
+            t_warm,
+            request_timeout_s,
+        )
         measured = list(range(len(warm_idx), len(requests)))
         t0 = time.perf_counter()
         if arrival_s is None:
-            records = await _closed_loop(client, url, bodies, requests, measured, cap or 1, t0,
-                                         request_timeout_s)
+            records = await _closed_loop(
+                client, url, bodies, requests, measured, cap or 1, t0, request_timeout_s
+            )
         else:
             offsets = [arrival_s[i] - arrival_s[measured[0]] for i in measured] if measured else []
-            records = await _open_loop(client, url, bodies, requests, measured, offsets, cap, t0,
-                                       request_timeout_s)
+            records = await _open_loop(
+                client, url, bodies, requests, measured, offsets, cap, t0, request_timeout_s
+            )
         duration = time.perf_counter() - t0
     return LoadResult(records=records, duration_s=duration, warmup_records=warm)
 
 
-def run_load(base_url: str, model: str, requests: Sequence[LoadRequest],
-             **options: Any) -> LoadResult:
+def run_load(
+    base_url: str, model: str, requests: Sequence[LoadRequest], **options: Any
+) -> LoadResult:
     """Blocking wrapper of :func:`run_load_async` (its own event loop)."""
     return asyncio.run(run_load_async(base_url, model, requests, **options))
 
 
-async def _closed_loop(client: httpx.AsyncClient, url: str, bodies: list[bytes],
-                       requests: Sequence[LoadRequest], indices: list[int], workers: int,
-                       t0: float, timeout_s: float) -> list[RequestRecord]:
+async def _closed_loop(
+    client: httpx.AsyncClient,
+    url: str,
+    bodies: list[bytes],
+    requests: Sequence[LoadRequest],
+    indices: list[int],
+    workers: int,
+    t0: float,
+    timeout_s: float,
+) -> list[RequestRecord]:
     records: list[RequestRecord | None] = [None] * len(indices)
     queue = iter(range(len(indices)))
 
@@ -233,10 +296,17 @@ async def _closed_loop(client: httpx.AsyncClient, url: str, bodies: list[bytes],
     return [r for r in records if r is not None]
 
 
-async def _open_loop(client: httpx.AsyncClient, url: str, bodies: list[bytes],
-                     requests: Sequence[LoadRequest], indices: list[int],
-                     offsets: Sequence[float], cap: int | None, t0: float,
-                     timeout_s: float) -> list[RequestRecord]:
+async def _open_loop(
+    client: httpx.AsyncClient,
+    url: str,
+    bodies: list[bytes],
+    requests: Sequence[LoadRequest],
+    indices: list[int],
+    offsets: Sequence[float],
+    cap: int | None,
+    t0: float,
+    timeout_s: float,
+) -> list[RequestRecord]:
     gate = asyncio.Semaphore(cap) if cap else None
 
     async def fire(i: int) -> RequestRecord:

@@ -98,21 +98,30 @@ class PromptMaker:
         return len(self.tokenizer.encode(text, add_special_tokens=True).ids)  # type: ignore[union-attr]
 
     def _single_token_words(self, want: int = 2000, scan: int = 30000) -> tuple[str, ...]:
-        """Alphabetic vocabulary entries that stay one token after a space."""
-        size = self.tokenizer.get_vocab_size()  # type: ignore[union-attr]
+        """Vocabulary entries that encode back to their own single token after a space.
+
+        The round trip matters: a word the tokenizer maps to ``<unk>`` (or to another id) is one
+        token too, but prompts made of it are all the same token, which a prefix cache serves
+        for free and which would make every measurement a lie.
+        """
+        tok = self.tokenizer
+        size = tok.get_vocab_size()  # type: ignore[union-attr]
         ids = np.random.default_rng(0).permutation(size)[:scan]
-        words: list[str] = []
+        words: dict[int, str] = {}
         for token_id in ids:
-            word = self.tokenizer.decode([int(token_id)]).strip()  # type: ignore[union-attr]
-            if not (word.isascii() and word.isalpha() and len(word) >= 2):
+            word = tok.decode([int(token_id)]).strip()  # type: ignore[union-attr]
+            if not (word.isascii() and word.isprintable() and word and " " not in word):
                 continue
-            if len(self.tokenizer.encode(" " + word, add_special_tokens=False).ids) == 1:  # type: ignore[union-attr]
-                words.append(word)
+            if tok.encode(" " + word, add_special_tokens=False).ids == [int(token_id)]:  # type: ignore[union-attr]
+                words[int(token_id)] = word
                 if len(words) >= want:
                     break
-        if not words:
-            words = [w for w in _FALLBACK_WORDS if self._raw(" " + w) == 1] or list(_FALLBACK_WORDS)
-        return tuple(sorted(set(words)))
+        if len(words) < 100:
+            raise SpecError(
+                f"tokenizer: found only {len(words)} words that round-trip to distinct "
+                "single tokens; cannot build prompts of exact, varied tokens"
+            )
+        return tuple(sorted(set(words.values())))
 
 
 def is_sharegpt(path: str | Path) -> bool:
@@ -132,16 +141,21 @@ def read_sharegpt(path: str | Path) -> list[tuple[str, str]]:
     """
     text = Path(path).read_text()
     try:
-        rows = json.loads(text) if text.lstrip().startswith("[") else [
-            json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = (
+            json.loads(text)
+            if text.lstrip().startswith("[")
+            else [json.loads(line) for line in text.splitlines() if line.strip()]
+        )
     except json.JSONDecodeError as exc:
         raise SpecError(f"workload.dataset: {path} is not ShareGPT JSON ({exc.msg})") from None
     pairs: list[tuple[str, str]] = []
     for row in rows:
         turns = row.get("conversations") or []
         for first, second in zip(turns, turns[1:], strict=False):
-            if first.get("from") in ("human", "user") and second.get("from") in ("gpt",
-                                                                                  "assistant"):
+            if first.get("from") in ("human", "user") and second.get("from") in (
+                "gpt",
+                "assistant",
+            ):
                 if first.get("value") and second.get("value"):
                     pairs.append((first["value"], second["value"]))
                 break

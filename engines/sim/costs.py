@@ -29,8 +29,13 @@ ArrayLike = float | np.ndarray  # one step (scalar) or many (one entry per step)
 
 # Which datasheet rate a compute dtype runs at; a GPU without it falls back to bf16 (A100 serves
 # fp8 checkpoints through weight-only kernels that upcast to bf16).
-_RATE_FIELD = {"bf16": "bf16_tflops", "fp16": "bf16_tflops", "fp8": "fp8_tflops",
-               "int8": "int8_tops", "fp4": "fp4_tflops"}
+_RATE_FIELD = {
+    "bf16": "bf16_tflops",
+    "fp16": "bf16_tflops",
+    "fp8": "fp8_tflops",
+    "int8": "int8_tops",
+    "fp4": "fp4_tflops",
+}
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,9 @@ def compute_rate(gpu: GpuSpec, plan: ServingPlan, profile: EngineProfile) -> flo
     return rate
 
 
-def build_costs(model: ModelSpec, gpu: GpuSpec, plan: ServingPlan,
-                profile: EngineProfile) -> StepCosts:
+def build_costs(
+    model: ModelSpec, gpu: GpuSpec, plan: ServingPlan, profile: EngineProfile
+) -> StepCosts:
     """Turn a model, GPU, plan and engine profile into the constants :func:`step_time` needs."""
     total_bytes = model.params_b * 1e9 * WEIGHT_BYTES[plan.weight_dtype] / plan.gpus
     experts, top_k = model.num_experts or 0, model.experts_per_token or 0
@@ -80,8 +86,12 @@ def build_costs(model: ModelSpec, gpu: GpuSpec, plan: ServingPlan,
         # total = shared + E * e and active = shared + k * e, so one expert holds e parameters
         per_expert = (model.params_b * 1e9 - model.active_params) / (experts - top_k)
         expert_bytes = per_expert * WEIGHT_BYTES[plan.weight_dtype] / plan.gpus
-    bandwidth = (gpu.memory_bandwidth_gbps * 1e9 * profile.decode_bw_efficiency
-                 * profile.weight_bandwidth_efficiency.get(plan.weight_dtype, 1.0))
+    bandwidth = (
+        gpu.memory_bandwidth_gbps
+        * 1e9
+        * profile.decode_bw_efficiency
+        * profile.weight_bandwidth_efficiency.get(plan.weight_dtype, 1.0)
+    )
     stage_layers = model.num_layers / plan.pp
     eager = profile.step_overhead_eager_s + profile.eager_launch_s_per_layer * stage_layers
     return StepCosts(
@@ -128,8 +138,14 @@ def allreduce_time(costs: StepCosts, tokens: ArrayLike) -> ArrayLike:
     return volume / costs.allreduce_bytes_per_s + costs.allreduce_count * costs.allreduce_latency_s
 
 
-def step_time(costs: StepCosts, new_tokens: ArrayLike, attended: ArrayLike, kv_tokens: ArrayLike,
-              seqs: ArrayLike, decode_only: bool) -> ArrayLike:
+def step_time(
+    costs: StepCosts,
+    new_tokens: ArrayLike,
+    attended: ArrayLike,
+    kv_tokens: ArrayLike,
+    seqs: ArrayLike,
+    decode_only: bool,
+) -> ArrayLike:
     """Seconds for steps that process ``new_tokens`` attending ``attended`` positions in total.
 
     ``kv_tokens`` are cached positions read by attention; ``seqs`` sequences are in the batch.
@@ -138,15 +154,20 @@ def step_time(costs: StepCosts, new_tokens: ArrayLike, attended: ArrayLike, kv_t
     """
     micro = np.maximum(np.minimum(costs.pp, seqs), 1.0)  # micro-batches in flight
     gpus = costs.tp * costs.pp
-    flops = (costs.linear_flops_per_token * new_tokens
-             + costs.attn_flops_per_position * attended) / (gpus * micro)
+    flops = (
+        costs.linear_flops_per_token * new_tokens + costs.attn_flops_per_position * attended
+    ) / (gpus * micro)
     tokens_micro = new_tokens / micro
     read = weight_bytes_read(costs, tokens_micro) + costs.kv_bytes_per_token * kv_tokens / micro
     roofline = np.maximum(flops / costs.flops_per_s, read / costs.bytes_per_s)
     per_micro = roofline + allreduce_time(costs, tokens_micro)
     overhead = costs.overhead_graph_s if decode_only else costs.overhead_eager_s
-    return (costs.pp * per_micro + (costs.pp - 1) * costs.stage_transfer_s
-            + overhead + costs.overhead_per_seq_s * seqs)
+    return (
+        costs.pp * per_micro
+        + (costs.pp - 1) * costs.stage_transfer_s
+        + overhead
+        + costs.overhead_per_seq_s * seqs
+    )
 
 
 def prefill_attended(offset: int, chunk: int) -> int:

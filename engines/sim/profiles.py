@@ -107,8 +107,9 @@ def load_profile(engine_name: str, profile: str | None = None) -> EngineProfile:
     if unknown:
         raise SpecError(f"sim profile {name!r}: unknown constants {', '.join(sorted(unknown))}")
     try:
-        return EngineProfile(name=name, **{k: v for k, v in constants.items() if k in known
-                                           and k != "name"})
+        return EngineProfile(
+            name=name, **{k: v for k, v in constants.items() if k in known and k != "name"}
+        )
     except TypeError as exc:
         raise SpecError(f"sim profile {name!r}: {exc}") from None
 

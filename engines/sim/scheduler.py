@@ -255,8 +255,12 @@ class _Batcher:
     def _maybe_cache_prefix(self, i: int) -> None:
         """Once a request has computed the shared prefix, keep its blocks cached (if room)."""
         held = self.prefix_tokens // self.lim.block_size
-        if (self.prefix_tokens and not self.prefix_ready and self.ctx[i] >= self.prefix_tokens
-                and held <= self.free):
+        if (
+            self.prefix_tokens
+            and not self.prefix_ready
+            and self.ctx[i] >= self.prefix_tokens
+            and held <= self.free
+        ):
             self.prefix_ready = True
             self.used += held
 
@@ -266,7 +270,10 @@ class _Batcher:
         k = int((self.out[dec] - self.gen[dec]).min())
         base = self.ctx[dec] + 1 - self.skip[dec]  # positions written by step 0
         others = self.used - int(self.blocks[dec].sum())
-        if others + int(self.blocks[dec].sum()) + r * int(_ceil_div(k - 1, bs)) > self.lim.kv_blocks:
+        if (
+            others + int(self.blocks[dec].sum()) + r * int(_ceil_div(k - 1, bs))
+            > self.lim.kv_blocks
+        ):
             lo, hi = 1, k  # largest k whose last step still fits: blocks grow monotonically
             while lo < hi:
                 mid = (lo + hi + 1) // 2
@@ -342,8 +349,14 @@ class _Batcher:
         sizes = [entry[0].size for entry in self.log]
         return np.repeat(np.array([entry[column] for entry in self.log]), sizes)
 
-    def _itl(self, i: int, ends: np.ndarray, durations: np.ndarray, decode_steps: np.ndarray,
-             decode_count: np.ndarray) -> np.ndarray:
+    def _itl(
+        self,
+        i: int,
+        ends: np.ndarray,
+        durations: np.ndarray,
+        decode_steps: np.ndarray,
+        decode_count: np.ndarray,
+    ) -> np.ndarray:
         """Gaps between request ``i``'s streamed tokens.
 
         A request emits a token at the step ending its prefill (segment start) and at every
@@ -353,11 +366,11 @@ class _Batcher:
         if len(segments) == 1:
             a, b = segments[0]
             if decode_count[b + 1] - decode_count[a + 1] == b - a:  # no prefill-only steps
-                return durations[a + 1:b + 1]
+                return durations[a + 1 : b + 1]
         times = []
         for a, b in segments:
             times.append(ends[[a]])
-            times.append(ends[decode_steps[decode_count[a + 1]:decode_count[b + 1]]])
+            times.append(ends[decode_steps[decode_count[a + 1] : decode_count[b + 1]]])
         return np.diff(np.concatenate(times))
 
     def result(self, warmup: int) -> SimResult:
@@ -369,23 +382,32 @@ class _Batcher:
         t0 = float(np.min(self.start[warmup:])) if self.n > warmup else 0.0
         records = [
             RequestRecord(
-                start_s=float(self.start[i]) - t0, first_token_s=float(self.first[i]) - t0,
-                end_s=float(self.end[i]) - t0, input_tokens=int(self.inp[i]),
+                start_s=float(self.start[i]) - t0,
+                first_token_s=float(self.first[i]) - t0,
+                end_s=float(self.end[i]) - t0,
+                input_tokens=int(self.inp[i]),
                 output_tokens=int(self.out[i]),
-                itl_s=self._itl(i, ends, durations, decode_steps, decode_count))
+                itl_s=self._itl(i, ends, durations, decode_steps, decode_count),
+            )
             for i in range(warmup, self.n)
         ]
         duration = float(np.max(self.end[warmup:]) - t0) if records else 0.0
         return SimResult(
-            records=records, duration_s=duration, step_end_s=ends, step_tokens=self._trace(2),
-            step_running=self._trace(3), step_blocks=self._trace(4),
-            max_in_flight=self.max_in_flight, preemptions=self.preemptions,
+            records=records,
+            duration_s=duration,
+            step_end_s=ends,
+            step_tokens=self._trace(2),
+            step_running=self._trace(3),
+            step_blocks=self._trace(4),
+            max_in_flight=self.max_in_flight,
+            preemptions=self.preemptions,
             busy_s=float(durations.sum()),
         )
 
 
-def simulate_schedule(plan: RequestPlan, limits: SchedulerLimits,
-                      step_time: StepTimeFn) -> SimResult:
+def simulate_schedule(
+    plan: RequestPlan, limits: SchedulerLimits, step_time: StepTimeFn
+) -> SimResult:
     """Run every request of ``plan`` through the batcher; deterministic for a given plan."""
     if limits.kv_blocks < 1 or limits.max_seqs < 1 or limits.max_batched_tokens < 1:
         raise ValueError(f"scheduler limits must be positive: {limits}")

@@ -44,8 +44,9 @@ def joules_per_token(result: SimResult, tdp_watts: float, gpus: int, tokens_per_
     return watts / tokens_per_s if tokens_per_s > 0 else float("inf")
 
 
-def simulate(engine_name: str, plan: ServingPlan, ctx: RunContext,
-             profile: str | None = None) -> Measurement:
+def simulate(
+    engine_name: str, plan: ServingPlan, ctx: RunContext, profile: str | None = None
+) -> Measurement:
     """Predict what ``plan`` measures under ``ctx.workload``; raise EngineError('oom') if no fit."""
     costs_profile = load_profile(engine_name, profile)
     gpu = ctx.hardware.gpu_info
@@ -54,20 +55,30 @@ def simulate(engine_name: str, plan: ServingPlan, ctx: RunContext,
     requests = plan_requests(ctx.workload, ctx.seed)
     longest = int((requests.input_tokens + requests.output_tokens).max())
     if blocks * plan.block_size < longest:
-        raise EngineError("oom", (
-            f"KV cache holds {blocks * plan.block_size} tokens per GPU "
-            f"({max(budget.kv_cache, 0) / GIB:.1f} GiB after {budget.weights / GIB:.1f} GiB of "
-            f"weights), fewer than the longest request ({longest} tokens)"))
+        raise EngineError(
+            "oom",
+            (
+                f"KV cache holds {blocks * plan.block_size} tokens per GPU "
+                f"({max(budget.kv_cache, 0) / GIB:.1f} GiB after {budget.weights / GIB:.1f} GiB of "
+                f"weights), fewer than the longest request ({longest} tokens)"
+            ),
+        )
     limits = SchedulerLimits(
-        max_seqs=plan.max_seqs, max_batched_tokens=plan.max_batched_tokens, kv_blocks=blocks,
-        block_size=plan.block_size, chunked_prefill=plan.chunked_prefill,
-        prefix_caching=plan.prefix_caching)
+        max_seqs=plan.max_seqs,
+        max_batched_tokens=plan.max_batched_tokens,
+        kv_blocks=blocks,
+        block_size=plan.block_size,
+        chunked_prefill=plan.chunked_prefill,
+        prefix_caching=plan.prefix_caching,
+    )
     costs = build_costs(ctx.model, gpu, plan, costs_profile)
     result = simulate_schedule(requests, limits, partial(step_time, costs))
     out_tokens = sum(r.output_tokens for r in result.records)
     tokens_per_s = out_tokens / result.duration_s if result.duration_s > 0 else 0.0
     return summarize(
-        result.records, result.duration_s, ctx.slo,
+        result.records,
+        result.duration_s,
+        ctx.slo,
         estimated=True,
         gpu_count=plan.gpus,
         cost_per_mtok_usd=cost_per_mtok(tokens_per_s, plan.gpus, ctx.hardware.price_per_gpu_hour),

@@ -37,8 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FAULTS = ("crash_at_start", "oom_exit", "hang_before_health", "http_500", "stream_cut",
-          "slow_start")
+FAULTS = (
+    "crash_at_start",
+    "oom_exit",
+    "hang_before_health",
+    "http_500",
+    "stream_cut",
+    "slow_start",
+)
 _OOM_LINES = (
     "ERROR [core.py] EngineCore failed to start.\n"
     "Traceback (most recent call last):\n"
@@ -84,8 +90,14 @@ class State:
     tokenizer: Any = None
     running: int = 0
     waiting: int = 0
-    totals: dict[str, int] = field(default_factory=lambda: {
-        "prompt_tokens": 0, "generation_tokens": 0, "request_success": 0, "requests": 0})
+    totals: dict[str, int] = field(
+        default_factory=lambda: {
+            "prompt_tokens": 0,
+            "generation_tokens": 0,
+            "request_success": 0,
+            "requests": 0,
+        }
+    )
 
 
 def count_tokens(state: State, text: str) -> int:
@@ -114,11 +126,18 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str
 
 
 def head(status: int, content_type: str, length: int | None = None) -> bytes:
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error",
-              503: "Service Unavailable"}.get(status, "Error")
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        404: "Not Found",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }.get(status, "Error")
     framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{framing}\r\n"
-            "Connection: keep-alive\r\n\r\n").encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{framing}\r\n"
+        "Connection: keep-alive\r\n\r\n"
+    ).encode()
 
 
 def whole(status: int, body: Any, content_type: str = "application/json") -> bytes:
@@ -133,8 +152,14 @@ def sse_chunk(payload: Any) -> bytes:
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "BadRequestError" if status == 400
-                      else "InternalServerError", "param": None, "code": status}}
+    return {
+        "error": {
+            "message": message,
+            "type": "BadRequestError" if status == 400 else "InternalServerError",
+            "param": None,
+            "code": status,
+        }
+    }
 
 
 # ---------------------------------------------------------------- routes
@@ -153,16 +178,32 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sta
         writer.close()
 
 
-async def route(method: str, path: str, body: dict[str, Any], writer: asyncio.StreamWriter,
-                state: State) -> bool:
+async def route(
+    method: str, path: str, body: dict[str, Any], writer: asyncio.StreamWriter, state: State
+) -> bool:
     """Answer one request; False closes the connection."""
     ready = time.monotonic() >= state.ready_at
     if path == "/health":
         writer.write(whole(200 if ready else 503, b""))
     elif path == "/v1/models":
-        writer.write(whole(200, {"object": "list", "data": [
-            {"id": state.settings.model, "object": "model", "created": 0, "owned_by": "standin",
-             "root": state.settings.model, "parent": None}]}))
+        writer.write(
+            whole(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": state.settings.model,
+                            "object": "model",
+                            "created": 0,
+                            "owned_by": "standin",
+                            "root": state.settings.model,
+                            "parent": None,
+                        }
+                    ],
+                },
+            )
+        )
     elif path == "/metrics":
         writer.write(whole(200, metrics_text(state).encode(), "text/plain; version=0.0.4"))
     elif path in ("/v1/completions", "/v1/chat/completions") and method == "POST":
@@ -178,10 +219,13 @@ async def route(method: str, path: str, body: dict[str, Any], writer: asyncio.St
 
 def metrics_text(state: State) -> str:
     name = state.settings.model
-    lines = [f'vllm:num_requests_running{{model_name="{name}"}} {state.running}',
-             f'vllm:num_requests_waiting{{model_name="{name}"}} {state.waiting}']
-    lines += [f'vllm:{key}_total{{model_name="{name}"}} {value}'
-              for key, value in state.totals.items()]
+    lines = [
+        f'vllm:num_requests_running{{model_name="{name}"}} {state.running}',
+        f'vllm:num_requests_waiting{{model_name="{name}"}} {state.waiting}',
+    ]
+    lines += [
+        f'vllm:{key}_total{{model_name="{name}"}} {value}' for key, value in state.totals.items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -192,8 +236,9 @@ def prompt_text(chat: bool, body: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
 
 
-async def generate(chat: bool, body: dict[str, Any], writer: asyncio.StreamWriter,
-                   state: State) -> bool:
+async def generate(
+    chat: bool, body: dict[str, Any], writer: asyncio.StreamWriter, state: State
+) -> bool:
     """Serve one completion, streamed or whole, honouring slots, timing and faults."""
     settings = state.settings
     state.totals["requests"] += 1
@@ -225,13 +270,24 @@ async def generate(chat: bool, body: dict[str, Any], writer: asyncio.StreamWrite
             state.slots.release()
 
 
-async def stream(chat: bool, body: dict[str, Any], n_prompt: int, n_out: int, faulty: bool,
-                 writer: asyncio.StreamWriter, state: State) -> bool:
+async def stream(
+    chat: bool,
+    body: dict[str, Any],
+    n_prompt: int,
+    n_out: int,
+    faulty: bool,
+    writer: asyncio.StreamWriter,
+    state: State,
+) -> bool:
     settings = state.settings
     loop = asyncio.get_running_loop()
     rid = f"cmpl-{state.totals['requests']}"
-    base = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": int(time.time()), "model": settings.model}
+    base = {
+        "id": rid,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": settings.model,
+    }
     writer.write(head(200, "text/event-stream"))
     start = loop.time()
     first = start + settings.ttft_s + state.rng.uniform(-settings.jitter_s, settings.jitter_s)
@@ -246,18 +302,25 @@ async def stream(chat: bool, body: dict[str, Any], n_prompt: int, n_out: int, fa
         if faulty and i == n_out // 2:
             await writer.drain()
             return False  # cut mid-stream: the chunked body never terminates
-        choice: dict[str, Any] = {"index": 0, "logprobs": None,
-                                  "finish_reason": "length" if i == n_out - 1 else None}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": "length" if i == n_out - 1 else None,
+        }
         if chat:
-            choice["delta"] = {"content": f" t{i}"} if i else {"role": "assistant",
-                                                               "content": " t0"}
+            choice["delta"] = (
+                {"content": f" t{i}"} if i else {"role": "assistant", "content": " t0"}
+            )
         else:
             choice["text"] = f" t{i}"
         writer.write(sse_chunk({**base, "choices": [choice]}))
     options = body.get("stream_options") or {}
     if options.get("include_usage"):
-        usage = {"prompt_tokens": n_prompt, "total_tokens": n_prompt + n_out,
-                 "completion_tokens": n_out}
+        usage = {
+            "prompt_tokens": n_prompt,
+            "total_tokens": n_prompt + n_out,
+            "completion_tokens": n_out,
+        }
         writer.write(sse_chunk({**base, "choices": [], "usage": usage}))
     writer.write(sse_chunk(b"[DONE]") + b"0\r\n\r\n")
     await writer.drain()
@@ -267,8 +330,9 @@ async def stream(chat: bool, body: dict[str, Any], n_prompt: int, n_out: int, fa
     return True
 
 
-def full_response(chat: bool, body: dict[str, Any], prompt: str, n_prompt: int, n_out: int,
-                  state: State) -> dict[str, Any]:
+def full_response(
+    chat: bool, body: dict[str, Any], prompt: str, n_prompt: int, n_out: int, state: State
+) -> dict[str, Any]:
     text = "".join(f" t{i}" for i in range(n_out))
     choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
     if chat:
@@ -282,11 +346,18 @@ def full_response(chat: bool, body: dict[str, Any], prompt: str, n_prompt: int, 
         choice["text"] = text
     state.totals["prompt_tokens"] += n_prompt
     state.totals["generation_tokens"] += n_out
-    return {"id": f"cmpl-{state.totals['requests']}",
-            "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": state.settings.model, "choices": [choice],
-            "usage": {"prompt_tokens": n_prompt, "total_tokens": n_prompt + n_out,
-                      "completion_tokens": n_out}}
+    return {
+        "id": f"cmpl-{state.totals['requests']}",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": state.settings.model,
+        "choices": [choice],
+        "usage": {
+            "prompt_tokens": n_prompt,
+            "total_tokens": n_prompt + n_out,
+            "completion_tokens": n_out,
+        },
+    }
 
 
 def echo_logprobs(words: list[str]) -> dict[str, Any]:
@@ -297,8 +368,7 @@ def echo_logprobs(words: list[str]) -> dict[str, Any]:
         position += len(word) + 1
     values: list[float | None] = [None] + [token_logprob(w) for w in words[1:]]
     tops = [None] + [{w: token_logprob(w)} for w in words[1:]]
-    return {"tokens": words, "token_logprobs": values, "top_logprobs": tops,
-            "text_offset": offsets}
+    return {"tokens": words, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
 
 
 # ---------------------------------------------------------------- start-up
@@ -318,22 +388,38 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--fault-every", type=int, default=1)
     parser.add_argument("--startup-s", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--loop", choices=("select", "epoll"), default="select",
-                        help="select: microsecond timers (up to ~1000 connections); epoll: "
-                        "timers rounded up to whole milliseconds, no connection limit")
+    parser.add_argument(
+        "--loop",
+        choices=("select", "epoll"),
+        default="select",
+        help="select: microsecond timers (up to ~1000 connections); epoll: "
+        "timers rounded up to whole milliseconds, no connection limit",
+    )
     parser.add_argument("--ignore-sigterm", action="store_true")
-    parser.add_argument("--spawn-child", action="store_true",
-                        help="start a sleeping child in our process group, like vLLM's EngineCore")
+    parser.add_argument(
+        "--spawn-child",
+        action="store_true",
+        help="start a sleeping child in our process group, like vLLM's EngineCore",
+    )
     model = argv[0] if argv and not argv[0].startswith("-") else None
     args, _unknown = parser.parse_known_args(argv[1:] if model else argv)
     model = (args.served_model_name or [None])[0] or args.model or model or "standin"
-    startup = args.startup_s if args.startup_s is not None else (
-        1.0 if args.fault == "slow_start" else 0.0)
-    settings = Settings(model=model, ttft_s=args.ttft_ms / 1000, itl_s=args.itl_ms / 1000,
-                        jitter_s=args.jitter_ms / 1000,
-                        max_concurrency=args.max_concurrency or args.max_num_seqs,
-                        fault=args.fault, fault_every=max(1, args.fault_every),
-                        startup_s=startup, seed=args.seed)
+    startup = (
+        args.startup_s
+        if args.startup_s is not None
+        else (1.0 if args.fault == "slow_start" else 0.0)
+    )
+    settings = Settings(
+        model=model,
+        ttft_s=args.ttft_ms / 1000,
+        itl_s=args.itl_ms / 1000,
+        jitter_s=args.jitter_ms / 1000,
+        max_concurrency=args.max_concurrency or args.max_num_seqs,
+        fault=args.fault,
+        fault_every=max(1, args.fault_every),
+        startup_s=startup,
+        seed=args.seed,
+    )
     return args, settings
 
 
@@ -365,13 +451,21 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
         print("INFO Loading model weights ...", flush=True)
         await asyncio.Event().wait()
     slots = asyncio.Semaphore(settings.max_concurrency) if settings.max_concurrency else None
-    state = State(settings=settings, ready_at=time.monotonic() + settings.startup_s, slots=slots,
-                  rng=random.Random(settings.seed), lead_s=await timer_lead(),
-                  tokenizer=load_tokenizer(settings.model))
-    server = await asyncio.start_server(lambda r, w: handle(r, w, state), args.host, args.port,
-                                        reuse_address=True, backlog=4096)
-    print(f"INFO Starting stand-in server on http://{args.host}:{args.port} "
-          f"(model {settings.model})", flush=True)
+    state = State(
+        settings=settings,
+        ready_at=time.monotonic() + settings.startup_s,
+        slots=slots,
+        rng=random.Random(settings.seed),
+        lead_s=await timer_lead(),
+        tokenizer=load_tokenizer(settings.model),
+    )
+    server = await asyncio.start_server(
+        lambda r, w: handle(r, w, state), args.host, args.port, reuse_address=True, backlog=4096
+    )
+    print(
+        f"INFO Starting stand-in server on http://{args.host}:{args.port} (model {settings.model})",
+        flush=True,
+    )
     async with server:
         await server.serve_forever()
 
@@ -393,8 +487,12 @@ def main(argv: list[str] | None = None) -> int:
     args, settings = parse_args(sys.argv[1:] if argv is None else argv)
     print(f"INFO stand-in server version 0, serving model {settings.model}", flush=True)
     if settings.fault == "crash_at_start":
-        print("Traceback (most recent call last):\nRuntimeError: Engine core initialization "
-              "failed. See root cause above.", file=sys.stderr, flush=True)
+        print(
+            "Traceback (most recent call last):\nRuntimeError: Engine core initialization "
+            "failed. See root cause above.",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     if settings.fault == "oom_exit":
         time.sleep(0.2)

@@ -73,8 +73,11 @@ class _ClickLikeParser(argparse.ArgumentParser):
 
 
 def _usage_error(message: str) -> NoReturn:
-    print(f"Usage: {_PROG} [OPTIONS] MODEL\nTry '{_PROG} --help' for help.\n\nError: {message}",
-          file=sys.stderr, flush=True)
+    print(
+        f"Usage: {_PROG} [OPTIONS] MODEL\nTry '{_PROG} --help' for help.\n\nError: {message}",
+        file=sys.stderr,
+        flush=True,
+    )
     sys.exit(2)
 
 
@@ -123,20 +126,35 @@ def check_options(path: str | None, backend: str) -> str | None:
         return "pydantic_core._pydantic_core.ValidationError: " + "\n".join(lines)
     kv_dtype = (options.get("kv_cache_config") or {}).get("dtype", "auto")
     if backend == "tensorrt" and kv_dtype != "auto":
-        return (f"AssertionError: KvCacheConfig.dtype={kv_dtype!r} is not supported by the "
-                "TensorRT backend; quantize the KV cache when building the engine")
+        return (
+            f"AssertionError: KvCacheConfig.dtype={kv_dtype!r} is not supported by the "
+            "TensorRT backend; quantize the KV cache when building the engine"
+        )
     return None
 
 
 def _server_argv(args: argparse.Namespace) -> list[str]:
     env = os.environ
-    argv = [args.model, "--host", "127.0.0.1" if args.host == "localhost" else args.host,
-            "--port", str(args.port), "--max-concurrency", str(args.max_batch_size),
-            "--ttft-ms", env.get("STANDIN_TTFT_MS", "50"),
-            "--itl-ms", env.get("STANDIN_ITL_MS", "10")]
+    argv = [
+        args.model,
+        "--host",
+        "127.0.0.1" if args.host == "localhost" else args.host,
+        "--port",
+        str(args.port),
+        "--max-concurrency",
+        str(args.max_batch_size),
+        "--ttft-ms",
+        env.get("STANDIN_TTFT_MS", "50"),
+        "--itl-ms",
+        env.get("STANDIN_ITL_MS", "10"),
+    ]
     if env.get("STANDIN_FAULT"):
-        argv += ["--fault", env["STANDIN_FAULT"],
-                 "--fault-every", env.get("STANDIN_FAULT_EVERY", "1")]
+        argv += [
+            "--fault",
+            env["STANDIN_FAULT"],
+            "--fault-every",
+            env.get("STANDIN_FAULT_EVERY", "1"),
+        ]
     if env.get("STANDIN_STARTUP_S"):
         argv += ["--startup-s", env["STANDIN_STARTUP_S"]]
     return argv
@@ -144,11 +162,16 @@ def _server_argv(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    print(f"[TensorRT-LLM] stand-in trtllm-serve, backend {args.backend}, model {args.model}",
-          flush=True)
+    print(
+        f"[TensorRT-LLM] stand-in trtllm-serve, backend {args.backend}, model {args.model}",
+        flush=True,
+    )
     if args.backend == "tensorrt" and not (Path(args.model) / "config.json").is_file():
-        print(f"RuntimeError: {args.model} is not a TensorRT engine directory (no config.json)",
-              file=sys.stderr, flush=True)
+        print(
+            f"RuntimeError: {args.model} is not a TensorRT engine directory (no config.json)",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     problem = check_options(args.extra_llm_api_options, args.backend)
     if problem:

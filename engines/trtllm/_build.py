@@ -34,8 +34,14 @@ log = logging.getLogger(__name__)
 # (RUNTIME_PARAMS in the engine module) reuses the cached engine.
 CHECKPOINT_PARAMS = ("dtype", "quantization", "kv_cache_dtype", "tp_size", "pp_size")
 BUILD_PARAMS = CHECKPOINT_PARAMS + (
-    "max_batch_size", "max_num_tokens", "max_seq_len", "use_paged_context_fmha",
-    "use_fp8_context_fmha", "gemm_plugin", "multiple_profiles")
+    "max_batch_size",
+    "max_num_tokens",
+    "max_seq_len",
+    "use_paged_context_fmha",
+    "use_fp8_context_fmha",
+    "gemm_plugin",
+    "multiple_profiles",
+)
 DEFAULT_COMMANDS = {
     "trtllm_build_command": ["trtllm-build"],
     # Relative to a TensorRT-LLM checkout (the NGC container has one under /app/tensorrt_llm).
@@ -57,11 +63,20 @@ def cache_root(ctx: RunContext) -> Path:
     return Path(configured) if configured else Path.home() / ".cache/servetune/trt-engines"
 
 
-def _digest(config: Config, ctx: RunContext, params: tuple[str, ...], release: str,
-            commands: tuple[str, ...]) -> str:
-    payload = {"release": release, "model": ctx.model.serve_path, "model_name": ctx.model.name,
-               "params": {p: config.get(p) for p in params},
-               "commands": {c: command(ctx, c) for c in commands}}
+def _digest(
+    config: Config,
+    ctx: RunContext,
+    params: tuple[str, ...],
+    release: str,
+    commands: tuple[str, ...],
+) -> str:
+    payload = {
+        "release": release,
+        "model": ctx.model.serve_path,
+        "model_name": ctx.model.name,
+        "params": {p: config.get(p) for p in params},
+        "commands": {c: command(ctx, c) for c in commands},
+    }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -73,8 +88,13 @@ def checkpoint_dir(config: Config, ctx: RunContext, release: str) -> Path:
 
 def engine_dir(config: Config, ctx: RunContext, release: str) -> Path:
     """The cached engine directory ``config`` is served from (built or not yet)."""
-    key = _digest(config, ctx, BUILD_PARAMS, release,
-                  ("quantize_command", "convert_command", "trtllm_build_command"))
+    key = _digest(
+        config,
+        ctx,
+        BUILD_PARAMS,
+        release,
+        ("quantize_command", "convert_command", "trtllm_build_command"),
+    )
     return cache_root(ctx) / "engines" / key
 
 
@@ -85,9 +105,19 @@ def uses_modelopt(config: Config) -> bool:
 
 def checkpoint_argv(config: Config, model_dir: str, out: str, prefix: list[str]) -> list[str]:
     """``quantize.py`` or ``convert_checkpoint.py`` argv writing a TensorRT-LLM checkpoint."""
-    argv = [*prefix, "--model_dir", model_dir, "--output_dir", out,
-            "--dtype", config.get("dtype", "bfloat16"),
-            "--tp_size", str(config.get("tp_size", 1)), "--pp_size", str(config.get("pp_size", 1))]
+    argv = [
+        *prefix,
+        "--model_dir",
+        model_dir,
+        "--output_dir",
+        out,
+        "--dtype",
+        config.get("dtype", "bfloat16"),
+        "--tp_size",
+        str(config.get("tp_size", 1)),
+        "--pp_size",
+        str(config.get("pp_size", 1)),
+    ]
     if uses_modelopt(config):
         argv += ["--qformat", config.get("quantization") or "full_prec"]
         if config.get("kv_cache_dtype") == "fp8":
@@ -102,18 +132,33 @@ def _switch(value: Any) -> str:
 def build_argv(config: Config, ckpt: str, out: str, prefix: list[str]) -> list[str]:
     """``trtllm-build`` argv; limits are always explicit (defaults moved between releases)."""
     workers = int(config.get("tp_size", 1)) * int(config.get("pp_size", 1))
-    return [*prefix, "--checkpoint_dir", ckpt, "--output_dir", out,
-            "--max_batch_size", str(config["max_batch_size"]),
-            "--max_num_tokens", str(config["max_num_tokens"]),
-            "--max_seq_len", str(config["max_seq_len"]),
-            # builder.py asserts max_input_len <= max_seq_len; the default (1024) would reject
-            # every longer prompt at request time.
-            "--max_input_len", str(config["max_seq_len"]),
-            "--gemm_plugin", str(config.get("gemm_plugin", "auto")),
-            "--use_paged_context_fmha", _switch(config.get("use_paged_context_fmha", True)),
-            "--use_fp8_context_fmha", _switch(config.get("use_fp8_context_fmha", False)),
-            "--multiple_profiles", _switch(config.get("multiple_profiles", False)),
-            "--workers", str(workers)]
+    return [
+        *prefix,
+        "--checkpoint_dir",
+        ckpt,
+        "--output_dir",
+        out,
+        "--max_batch_size",
+        str(config["max_batch_size"]),
+        "--max_num_tokens",
+        str(config["max_num_tokens"]),
+        "--max_seq_len",
+        str(config["max_seq_len"]),
+        # builder.py asserts max_input_len <= max_seq_len; the default (1024) would reject
+        # every longer prompt at request time.
+        "--max_input_len",
+        str(config["max_seq_len"]),
+        "--gemm_plugin",
+        str(config.get("gemm_plugin", "auto")),
+        "--use_paged_context_fmha",
+        _switch(config.get("use_paged_context_fmha", True)),
+        "--use_fp8_context_fmha",
+        _switch(config.get("use_fp8_context_fmha", False)),
+        "--multiple_profiles",
+        _switch(config.get("multiple_profiles", False)),
+        "--workers",
+        str(workers),
+    ]
 
 
 def run_step(argv: list[str], log_path: Path, timeout_s: float, what: str) -> float:
@@ -128,20 +173,30 @@ def run_step(argv: list[str], log_path: Path, timeout_s: float, what: str) -> fl
         out.write(f"$ {shlex.join(argv)}\n".encode())
         out.flush()
         try:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         except OSError as exc:
-            raise EngineError("build_failed", f"{what}: cannot run {argv[0]!r}: {exc.strerror}",
-                              log_path=str(log_path)) from None
+            raise EngineError(
+                "build_failed",
+                f"{what}: cannot run {argv[0]!r}: {exc.strerror}",
+                log_path=str(log_path),
+            ) from None
         try:
             code = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            raise EngineError("build_failed", f"{what} ran past {timeout_s:.0f} s",
-                              log_path=str(log_path)) from None
+            raise EngineError(
+                "build_failed", f"{what} ran past {timeout_s:.0f} s", log_path=str(log_path)
+            ) from None
     if code != 0:
-        raise EngineError("build_failed", f"{what} exited with {code}: {_tail(log_path)}",
-                          log_path=str(log_path))
+        raise EngineError(
+            "build_failed", f"{what} exited with {code}: {_tail(log_path)}", log_path=str(log_path)
+        )
     return time.monotonic() - start
 
 
@@ -197,8 +252,15 @@ def _make_checkpoint(config: Config, ctx: RunContext, release: str, log_path: Pa
     except EngineError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _publish(tmp, final, {"checkpoint_time_s": seconds, "release": release,
-                          "params": {p: config.get(p) for p in CHECKPOINT_PARAMS}})
+    _publish(
+        tmp,
+        final,
+        {
+            "checkpoint_time_s": seconds,
+            "release": release,
+            "params": {p: config.get(p) for p in CHECKPOINT_PARAMS},
+        },
+    )
     return final
 
 
@@ -213,8 +275,11 @@ def ensure_engine(config: Config, ctx: RunContext, release: str) -> dict[str, An
     cached = _read_metadata(final)
     if cached is not None:
         log.info("TensorRT engine cache hit: %s", final)
-        return {"build_time_s": cached["build_time_s"],
-                "engine_size_bytes": cached["engine_size_bytes"], "engine_cache_hit": True}
+        return {
+            "build_time_s": cached["build_time_s"],
+            "engine_size_bytes": cached["engine_size_bytes"],
+            "engine_cache_hit": True,
+        }
     log_path = Path(ctx.workdir) / f"trtllm-build-{final.name}.log"
     ckpt = _make_checkpoint(config, ctx, release, log_path)
     ckpt_time = float((_read_metadata(ckpt) or {}).get("checkpoint_time_s", 0.0))
@@ -228,29 +293,45 @@ def ensure_engine(config: Config, ctx: RunContext, release: str) -> dict[str, An
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     size = _dir_bytes(tmp)
-    _publish(tmp, final, {"build_time_s": ckpt_time + seconds, "engine_size_bytes": size,
-                          "release": release, "model": ctx.model.serve_path,
-                          "params": {p: config.get(p) for p in BUILD_PARAMS}})
-    return {"build_time_s": ckpt_time + seconds, "engine_size_bytes": size,
-            "engine_cache_hit": False}
+    _publish(
+        tmp,
+        final,
+        {
+            "build_time_s": ckpt_time + seconds,
+            "engine_size_bytes": size,
+            "release": release,
+            "model": ctx.model.serve_path,
+            "params": {p: config.get(p) for p in BUILD_PARAMS},
+        },
+    )
+    return {
+        "build_time_s": ckpt_time + seconds,
+        "engine_size_bytes": size,
+        "engine_cache_hit": False,
+    }
 
 
 def build_script(config: Config, ctx: RunContext, release: str, serve: list[str]) -> str:
     """A bash script for users: checkpoint, ``trtllm-build``, then ``trtllm-serve``."""
     examples = "${TRTLLM_EXAMPLES:-/app/tensorrt_llm/examples}"
-    tool = ("quantization/quantize.py" if uses_modelopt(config)
-            else "models/core/llama/convert_checkpoint.py")
+    tool = (
+        "quantization/quantize.py"
+        if uses_modelopt(config)
+        else "models/core/llama/convert_checkpoint.py"
+    )
     step1 = checkpoint_argv(config, ctx.model.serve_path, "trtllm_ckpt", ["python3", "TOOL"])
     step2 = build_argv(config, "trtllm_ckpt", "trtllm_engine", ["trtllm-build"])
     tool_line = shlex.join(step1).replace("TOOL", f'"{examples}/{tool}"', 1)
-    return "\n".join([
-        "#!/usr/bin/env bash",
-        f"# Build and serve a TensorRT engine (TensorRT-LLM {release}), generated by servetune.",
-        "# TRTLLM_EXAMPLES: the examples/ folder of a TensorRT-LLM checkout of the same release",
-        "# (convert_checkpoint.py lives in the model family's folder; llama shown).",
-        "set -euo pipefail",
-        tool_line,
-        shlex.join(step2),
-        f"exec {shlex.join(serve)}",
-        "",
-    ])
+    return "\n".join(
+        [
+            "#!/usr/bin/env bash",
+            f"# Build and serve a TensorRT engine (TensorRT-LLM {release}), generated by servetune.",
+            "# TRTLLM_EXAMPLES: the examples/ folder of a TensorRT-LLM checkout of the same release",
+            "# (convert_checkpoint.py lives in the model family's folder; llama shown).",
+            "set -euo pipefail",
+            tool_line,
+            shlex.join(step2),
+            f"exec {shlex.join(serve)}",
+            "",
+        ]
+    )

@@ -21,12 +21,22 @@ from engines.specs import HardwareSpec, ModelSpec
 from engines.trtllm import _build, _llmargs
 
 TRTLLM_RELEASE = "1.2.1"
-RUNTIME_PARAMS = ("backend", "kv_cache_free_gpu_memory_fraction", "enable_block_reuse",
-                  "enable_chunked_prefill", "cuda_graphs")
+RUNTIME_PARAMS = (
+    "backend",
+    "kv_cache_free_gpu_memory_fraction",
+    "enable_block_reuse",
+    "enable_chunked_prefill",
+    "cuda_graphs",
+)
 # quantization -> (weights as stored, matmul dtype); None: the model dtype for both.
 _WEIGHTS: dict[Any, tuple[str, str] | None] = {
-    None: None, "fp8": ("fp8", "fp8"), "int8_sq": ("int8", "int8"), "int4_awq": ("int4", "model"),
-    "w4a8_awq": ("int4", "fp8"), "nvfp4": ("fp4", "fp4")}
+    None: None,
+    "fp8": ("fp8", "fp8"),
+    "int8_sq": ("int8", "int8"),
+    "int4_awq": ("int4", "model"),
+    "w4a8_awq": ("int4", "fp8"),
+    "nvfp4": ("fp4", "fp4"),
+}
 # Served by the PyTorch backend from a ModelOpt pre-quantized checkpoint; int8_sq only through
 # quantize.py and an engine (servetune does not offer it on the PyTorch path).
 _PYTORCH_QUANT = ("fp8", "int4_awq", "w4a8_awq", "nvfp4")
@@ -42,18 +52,44 @@ def _parallel_choices(count: int) -> tuple[int, ...]:
 
 def _build_params(cc: float) -> list[Param]:
     """trtllm-build options, asked only when backend=tensorrt."""
-    gemm = ("auto", "disable") + (("fp8",) if cc >= _FP8_CC else ()) + (
-        ("nvfp4",) if cc >= _FP4_CC else ())
+    gemm = (
+        ("auto", "disable")
+        + (("fp8",) if cc >= _FP8_CC else ())
+        + (("nvfp4",) if cc >= _FP4_CC else ())
+    )
     return [
-        Param("use_paged_context_fmha", "categorical", (True, False), default=True, when=_TRT,
-              help="build: paged context attention; needed by chunked prefill and block reuse"),
-        Param("use_fp8_context_fmha", "categorical", (False, True), default=False,
-              when={**_TRT, "kv_cache_dtype": ("fp8",)},
-              help="build: FP8 context attention (FP8 weights and KV cache, SM89+)"),
-        Param("gemm_plugin", "categorical", gemm, default="auto", when=_TRT,
-              help="build: GEMM plugin dtype; 'disable' lets TensorRT pick kernels"),
-        Param("multiple_profiles", "categorical", (False, True), default=False, when=_TRT,
-              help="build: several TensorRT optimisation profiles (longer build, faster runtime)"),
+        Param(
+            "use_paged_context_fmha",
+            "categorical",
+            (True, False),
+            default=True,
+            when=_TRT,
+            help="build: paged context attention; needed by chunked prefill and block reuse",
+        ),
+        Param(
+            "use_fp8_context_fmha",
+            "categorical",
+            (False, True),
+            default=False,
+            when={**_TRT, "kv_cache_dtype": ("fp8",)},
+            help="build: FP8 context attention (FP8 weights and KV cache, SM89+)",
+        ),
+        Param(
+            "gemm_plugin",
+            "categorical",
+            gemm,
+            default="auto",
+            when=_TRT,
+            help="build: GEMM plugin dtype; 'disable' lets TensorRT pick kernels",
+        ),
+        Param(
+            "multiple_profiles",
+            "categorical",
+            (False, True),
+            default=False,
+            when=_TRT,
+            help="build: several TensorRT optimisation profiles (longer build, faster runtime)",
+        ),
     ]
 
 
@@ -70,16 +106,29 @@ class TrtllmEngine(Engine):
     def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:
         cc = hardware.gpu_info.compute_capability
         quant: tuple[Any, ...] = (None, "fp8", "int8_sq", "int4_awq", "w4a8_awq") + (
-            ("nvfp4",) if cc >= _FP4_CC else ())
+            ("nvfp4",) if cc >= _FP4_CC else ()
+        )
         par = _parallel_choices(hardware.count)
         return [
             Param("backend", "categorical", ("pytorch", "tensorrt"), default="pytorch"),
             Param("dtype", "categorical", ("bfloat16", "float16"), default="bfloat16"),
-            Param("quantization", "categorical", quant, default=None,
-                  help="pytorch: from model.quantized_checkpoints; tensorrt: made by quantize.py"),
+            Param(
+                "quantization",
+                "categorical",
+                quant,
+                default=None,
+                help="pytorch: from model.quantized_checkpoints; tensorrt: made by quantize.py",
+            ),
             Param("kv_cache_dtype", "categorical", ("auto", "fp8"), default="auto"),
-            Param("kv_cache_free_gpu_memory_fraction", "float", low=0.80, high=0.95, step=0.01,
-                  default=0.9, help="share of the memory left after weights and activations"),
+            Param(
+                "kv_cache_free_gpu_memory_fraction",
+                "float",
+                low=0.80,
+                high=0.95,
+                step=0.01,
+                default=0.9,
+                help="share of the memory left after weights and activations",
+            ),
             Param("max_batch_size", "int", low=16, high=2048, log=True, default=2048),
             Param("max_num_tokens", "int", low=1024, high=32768, log=True, default=8192),
             Param("max_seq_len", "categorical", (model.max_context,), default=model.max_context),
@@ -89,9 +138,14 @@ class TrtllmEngine(Engine):
             # trtllm-serve's own default is False; True keeps the baseline valid for contexts
             # longer than max_num_tokens (the shared length rule needs chunking there).
             Param("enable_chunked_prefill", "categorical", (True, False), default=True),
-            Param("cuda_graphs", "categorical", (True, False), default=True,
-                  when={"backend": ("pytorch",)},
-                  help="cuda_graph_config set (padding on) or null; engines have no such switch"),
+            Param(
+                "cuda_graphs",
+                "categorical",
+                (True, False),
+                default=True,
+                when={"backend": ("pytorch",)},
+                help="cuda_graph_config set (padding on) or null; engines have no such switch",
+            ),
             *_build_params(cc),
         ]
 
@@ -130,14 +184,20 @@ class TrtllmEngine(Engine):
         reasons = []
         if backend == "pytorch" and quant is not None:
             if quant not in _PYTORCH_QUANT:
-                reasons.append(f"quantization={quant} on the pytorch backend is not offered; "
-                               "use backend=tensorrt (quantize.py builds it)")
+                reasons.append(
+                    f"quantization={quant} on the pytorch backend is not offered; "
+                    "use backend=tensorrt (quantize.py builds it)"
+                )
             elif quant not in ctx.model.quantized_checkpoints:
-                reasons.append(f"quantization={quant} on the pytorch backend needs a ModelOpt "
-                               f"pre-quantized checkpoint: set model.quantized_checkpoints.{quant}")
+                reasons.append(
+                    f"quantization={quant} on the pytorch backend needs a ModelOpt "
+                    f"pre-quantized checkpoint: set model.quantized_checkpoints.{quant}"
+                )
         if config.get("kv_cache_dtype") == "fp8" and cc < _FP8_CC:
-            reasons.append(f"kv_cache_dtype=fp8 needs compute capability >= {_FP8_CC} "
-                           f"(Ada/Hopper); {gpu} has {cc}")
+            reasons.append(
+                f"kv_cache_dtype=fp8 needs compute capability >= {_FP8_CC} "
+                f"(Ada/Hopper); {gpu} has {cc}"
+            )
         if backend == "tensorrt":
             reasons += _tensorrt_rules(config, cc, gpu)
         return reasons
@@ -148,8 +208,11 @@ class TrtllmEngine(Engine):
         if config.get("backend") == "tensorrt":
             return str(_build.engine_dir(config, ctx, TRTLLM_RELEASE))
         quant = config.get("quantization")
-        return ctx.model.quantized_checkpoints.get(quant, ctx.model.serve_path) if quant else (
-            ctx.model.serve_path)
+        return (
+            ctx.model.quantized_checkpoints.get(quant, ctx.model.serve_path)
+            if quant
+            else (ctx.model.serve_path)
+        )
 
     def llm_api_options(self, config: Config) -> dict[str, Any]:
         """The ``--extra_llm_api_options`` body, checked against the pinned release's keys."""
@@ -166,21 +229,32 @@ class TrtllmEngine(Engine):
         argv = [self.model_path(config, ctx), "--backend", backend]
         if backend == "tensorrt":
             argv += ["--tokenizer", ctx.model.serve_path]
-        argv += ["--tp_size", str(config.get("tp_size", 1)),
-                 "--pp_size", str(config.get("pp_size", 1)),
-                 "--max_batch_size", str(config["max_batch_size"]),
-                 "--max_num_tokens", str(config["max_num_tokens"]),
-                 "--max_seq_len", str(config.get("max_seq_len", ctx.model.max_context)),
-                 "--kv_cache_free_gpu_memory_fraction",
-                 str(config["kv_cache_free_gpu_memory_fraction"]),
-                 "--extra_llm_api_options", options_path]
+        argv += [
+            "--tp_size",
+            str(config.get("tp_size", 1)),
+            "--pp_size",
+            str(config.get("pp_size", 1)),
+            "--max_batch_size",
+            str(config["max_batch_size"]),
+            "--max_num_tokens",
+            str(config["max_num_tokens"]),
+            "--max_seq_len",
+            str(config.get("max_seq_len", ctx.model.max_context)),
+            "--kv_cache_free_gpu_memory_fraction",
+            str(config["kv_cache_free_gpu_memory_fraction"]),
+            "--extra_llm_api_options",
+            options_path,
+        ]
         return argv
 
     def serve_argv(self, config: Config, ctx: RunContext, host: str, port: int) -> list[str]:
         """The full ``trtllm-serve`` argv (a list); writes the options YAML under ctx.workdir."""
         path = _llmargs.write_options(self.llm_api_options(config), ctx.workdir)
-        prefix = _build.command(ctx, "trtllm_serve_command") if ctx.options.get(
-            "trtllm_serve_command") else ["trtllm-serve"]
+        prefix = (
+            _build.command(ctx, "trtllm_serve_command")
+            if ctx.options.get("trtllm_serve_command")
+            else ["trtllm-serve"]
+        )
         flags = self.serve_flags(config, ctx, str(path))
         # `serve` spelled out: the group's default command, and argv[0:2] is then the command
         # alone, as measure_server's `server_command` option expects.
@@ -204,11 +278,17 @@ class TrtllmEngine(Engine):
         from engines.serving import measure_server  # real servers only when asked for
 
         measurement = measure_server(self, config, ctx)
-        info = self._builds.get(self.model_path(config, ctx), {}) if config.get(
-            "backend") == "tensorrt" else {}
+        info = (
+            self._builds.get(self.model_path(config, ctx), {})
+            if config.get("backend") == "tensorrt"
+            else {}
+        )
         missing = {k: v for k, v in info.items() if k not in measurement.extra}
-        return replace(measurement, extra={**measurement.extra, **missing}) if missing else (
-            measurement)
+        return (
+            replace(measurement, extra={**measurement.extra, **missing})
+            if missing
+            else (measurement)
+        )
 
     # ------------------------------------------------------------------ export
     def export(self, config: Config, ctx: RunContext) -> ExportBundle:
@@ -217,19 +297,36 @@ class TrtllmEngine(Engine):
         flags = self.serve_flags(config, ctx, "extra_llm_api_options.yaml")
         if backend == "tensorrt":
             flags[0] = "trtllm_engine"
-        serve = ["trtllm-serve", "serve", flags[0], "--host", "0.0.0.0", "--port", "8000",
-                 *flags[1:]]
+        serve = [
+            "trtllm-serve",
+            "serve",
+            flags[0],
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8000",
+            *flags[1:],
+        ]
         files = {"extra_llm_api_options.yaml": yaml_text}
         if backend == "pytorch":
-            return ExportBundle(files=files, command=serve,
-                                notes=f"TensorRT-LLM {TRTLLM_RELEASE}, PyTorch backend")
+            return ExportBundle(
+                files=files, command=serve, notes=f"TensorRT-LLM {TRTLLM_RELEASE}, PyTorch backend"
+            )
         files["build_engine.sh"] = _build.build_script(config, ctx, TRTLLM_RELEASE, serve)
-        return ExportBundle(files=files, command=["bash", "build_engine.sh"],
-                            notes=f"TensorRT-LLM {TRTLLM_RELEASE}, TensorRT engine: the script "
-                                  "quantizes or converts, builds, then serves")
+        return ExportBundle(
+            files=files,
+            command=["bash", "build_engine.sh"],
+            notes=f"TensorRT-LLM {TRTLLM_RELEASE}, TensorRT engine: the script "
+            "quantizes or converts, builds, then serves",
+        )
 
     def versions(self) -> dict[str, str]:
         return {"trtllm_options": TRTLLM_RELEASE, "trtllm_llmargs": _llmargs.llmargs_release()}
+
+    def close(self) -> None:
+        from engines.serving import close_servers
+
+        close_servers()
 
 
 def _tensorrt_rules(config: Config, cc: float, gpu: str) -> list[str]:
@@ -242,11 +339,13 @@ def _tensorrt_rules(config: Config, cc: float, gpu: str) -> list[str]:
             reasons.append(f"{option}=True on a TensorRT engine needs use_paged_context_fmha=True")
     if config.get("use_fp8_context_fmha"):
         if quant not in ("fp8", "nvfp4") or config.get("kv_cache_dtype") != "fp8":
-            reasons.append("use_fp8_context_fmha needs quantization fp8 or nvfp4 and "
-                           "kv_cache_dtype=fp8")
+            reasons.append(
+                "use_fp8_context_fmha needs quantization fp8 or nvfp4 and kv_cache_dtype=fp8"
+            )
         if cc < _FP8_CC:
-            reasons.append(f"use_fp8_context_fmha needs compute capability >= {_FP8_CC}; "
-                           f"{gpu} has {cc}")
+            reasons.append(
+                f"use_fp8_context_fmha needs compute capability >= {_FP8_CC}; {gpu} has {cc}"
+            )
     gemm = config.get("gemm_plugin", "auto")
     if gemm in ("fp8", "nvfp4") and quant != gemm:
         reasons.append(f"gemm_plugin={gemm} needs quantization={gemm}")

@@ -72,7 +72,8 @@ def llm_api_options(config: Mapping[str, Any], backend: str) -> dict[str, Any]:
         # Default-constructed means graphs on; null turns them off. Padding lets batches between
         # captured sizes still replay a graph.
         options["cuda_graph_config"] = (
-            {"enable_padding": True} if config.get("cuda_graphs", True) else None)
+            {"enable_padding": True} if config.get("cuda_graphs", True) else None
+        )
     return options
 
 
@@ -80,17 +81,21 @@ def checked(options: dict[str, Any], backend: str) -> dict[str, Any]:
     """``options`` unchanged, or EngineError(invalid_argument) naming the first disallowed key."""
     bad = unknown_keys(options, backend)
     if bad:
-        raise EngineError("invalid_argument",
-                          f"extra_llm_api_options key {bad[0]!r} is not accepted by TensorRT-LLM "
-                          f"{llmargs_release()} (backend {backend}); allowed keys are listed in "
-                          "engines/data/trtllm_llmargs.yaml")
+        raise EngineError(
+            "invalid_argument",
+            f"extra_llm_api_options key {bad[0]!r} is not accepted by TensorRT-LLM "
+            f"{llmargs_release()} (backend {backend}); allowed keys are listed in "
+            "engines/data/trtllm_llmargs.yaml",
+        )
     return options
 
 
 def options_text(options: Mapping[str, Any]) -> str:
     """The YAML file's text, headed by the release it was checked against."""
-    return (f"# extra_llm_api_options for trtllm-serve (TensorRT-LLM {llmargs_release()})\n"
-            + yaml.safe_dump(dict(options), sort_keys=False))
+    return (
+        f"# extra_llm_api_options for trtllm-serve (TensorRT-LLM {llmargs_release()})\n"
+        + yaml.safe_dump(dict(options), sort_keys=False)
+    )
 
 
 def write_options(options: Mapping[str, Any], directory: Path) -> Path:

@@ -22,17 +22,44 @@ VLLM = load_profile("vllm")
 
 def make_plan(**changes: object) -> ServingPlan:
     base = ServingPlan(
-        weight_dtype="bf16", compute_dtype="bf16", kv_dtype="bf16", tp=1, pp=1, max_seqs=256,
-        max_batched_tokens=8192, max_model_len=8192, memory_fraction=0.9, memory_rule="total",
-        prefix_caching=True, chunked_prefill=True, cuda_graphs=True)
+        weight_dtype="bf16",
+        compute_dtype="bf16",
+        kv_dtype="bf16",
+        tp=1,
+        pp=1,
+        max_seqs=256,
+        max_batched_tokens=8192,
+        max_model_len=8192,
+        memory_fraction=0.9,
+        memory_rule="total",
+        prefix_caching=True,
+        chunked_prefill=True,
+        cuda_graphs=True,
+    )
     return dataclasses.replace(base, **changes)
 
 
-def cost(plan: ServingPlan, tokens: int, attended: int, kv: int, seqs: int, decode: bool,
-         model: ModelSpec = LLAMA_8B, gpu: GpuSpec = H100) -> float:
+def cost(
+    plan: ServingPlan,
+    tokens: int,
+    attended: int,
+    kv: int,
+    seqs: int,
+    decode: bool,
+    model: ModelSpec = LLAMA_8B,
+    gpu: GpuSpec = H100,
+) -> float:
     costs = build_costs(model, gpu, plan, VLLM)
-    return float(step_time(costs, np.array([tokens]), np.array([attended]), np.array([kv]),
-                           np.array([seqs]), decode)[0])
+    return float(
+        step_time(
+            costs,
+            np.array([tokens]),
+            np.array([attended]),
+            np.array([kv]),
+            np.array([seqs]),
+            decode,
+        )[0]
+    )
 
 
 def test_fp8_halves_weight_bytes_and_nearly_halves_small_batch_decode() -> None:
@@ -41,7 +68,9 @@ def test_fp8_halves_weight_bytes_and_nearly_halves_small_batch_decode() -> None:
     assert fp8.dense_weight_bytes == pytest.approx(bf16.dense_weight_bytes / 2)
     overhead = bf16.overhead_graph_s + bf16.overhead_per_seq_s
     t_bf16 = cost(make_plan(), 1, 500, 500, 1, True) - overhead
-    t_fp8 = cost(make_plan(weight_dtype="fp8", compute_dtype="fp8"), 1, 500, 500, 1, True) - overhead
+    t_fp8 = (
+        cost(make_plan(weight_dtype="fp8", compute_dtype="fp8"), 1, 500, 500, 1, True) - overhead
+    )
     assert 1.8 < t_bf16 / t_fp8 < 2.05
 
 
@@ -71,8 +100,10 @@ def test_tensor_parallel_lowers_step_time_but_pays_for_all_reduces() -> None:
     assert allreduce_time(build_costs(LLAMA_8B, H100, tp1, VLLM), 4096.0) == 0
     comm = allreduce_time(build_costs(LLAMA_8B, H100, tp2, VLLM), 4096.0)
     assert comm > 0
-    for args in ((4096, prefill_attended(0, 4096), 4096, 1, False),
-                 (256, 256 * 1000, 256 * 1000, 256, True)):
+    for args in (
+        (4096, prefill_attended(0, 4096), 4096, 1, False),
+        (256, 256 * 1000, 256 * 1000, 256, True),
+    ):
         t1, t2 = cost(tp1, *args), cost(tp2, *args)
         assert t1 / 2 < t2 < t1
 
@@ -104,7 +135,9 @@ def test_compute_dtype_without_tensor_cores_falls_back_to_bf16_rate() -> None:
     bf16 = build_costs(LLAMA_8B, a100, make_plan(), VLLM)
     assert fp8.flops_per_s < bf16.flops_per_s  # bf16 peak, minus the weight-only dequant cost
     h100_fp8 = build_costs(LLAMA_8B, H100, make_plan(weight_dtype="fp8", compute_dtype="fp8"), VLLM)
-    assert 1.3 < h100_fp8.flops_per_s / build_costs(LLAMA_8B, H100, make_plan(), VLLM).flops_per_s < 2
+    assert (
+        1.3 < h100_fp8.flops_per_s / build_costs(LLAMA_8B, H100, make_plan(), VLLM).flops_per_s < 2
+    )
 
 
 def test_eager_mode_costs_more_per_decode_step() -> None:
@@ -145,15 +178,18 @@ def test_unknown_engine_falls_back_to_the_vllm_profile() -> None:
     assert load_profile("sglang").prefill_mfu == VLLM.prefill_mfu
 
 
-@pytest.mark.parametrize(("changes", "low", "high"), [
-    ({}, 1.0, 1.0),
-    ({"weight_dtype": "fp8", "compute_dtype": "fp8"}, 0.995, 0.999),
-    ({"kv_dtype": "fp8"}, 0.997, 0.999),
-    ({"weight_dtype": "int8", "compute_dtype": "int8"}, 0.98, 0.995),
-    ({"weight_dtype": "int4"}, 0.98, 0.99),
-    ({"weight_dtype": "int4", "compute_dtype": "fp8"}, 0.98, 0.99),
-    ({"weight_dtype": "fp4", "compute_dtype": "fp4"}, 0.98, 0.99),
-    ({"weight_dtype": "fp8", "compute_dtype": "fp8", "kv_dtype": "fp8"}, 0.99, 0.998),
-])
+@pytest.mark.parametrize(
+    ("changes", "low", "high"),
+    [
+        ({}, 1.0, 1.0),
+        ({"weight_dtype": "fp8", "compute_dtype": "fp8"}, 0.995, 0.999),
+        ({"kv_dtype": "fp8"}, 0.997, 0.999),
+        ({"weight_dtype": "int8", "compute_dtype": "int8"}, 0.98, 0.995),
+        ({"weight_dtype": "int4"}, 0.98, 0.99),
+        ({"weight_dtype": "int4", "compute_dtype": "fp8"}, 0.98, 0.99),
+        ({"weight_dtype": "fp4", "compute_dtype": "fp4"}, 0.98, 0.99),
+        ({"weight_dtype": "fp8", "compute_dtype": "fp8", "kv_dtype": "fp8"}, 0.99, 0.998),
+    ],
+)
 def test_every_precision_gets_an_accuracy_estimate(changes: dict, low: float, high: float) -> None:
     assert low <= estimated_accuracy(make_plan(**changes)) <= high

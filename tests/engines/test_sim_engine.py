@@ -9,8 +9,12 @@ from engines.sim.simulate import simulate
 
 LLAMA_8B = ModelSpec.model_validate("Llama-3.1-8B")
 H100 = HardwareSpec(gpu="H100-SXM", count=2)
-FIXED_1K = WorkloadSpec(input_tokens=1024, output_tokens=256, num_requests=1000,
-                        arrival={"kind": "concurrency", "concurrency": 256})
+FIXED_1K = WorkloadSpec(
+    input_tokens=1024,
+    output_tokens=256,
+    num_requests=1000,
+    arrival={"kind": "concurrency", "concurrency": 256},
+)
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +22,12 @@ def vllm():
     return get_engine("vllm")
 
 
-def context(workload: WorkloadSpec = FIXED_1K, model: ModelSpec = LLAMA_8B,
-            hardware: HardwareSpec = H100, seed: int = 0) -> RunContext:
+def context(
+    workload: WorkloadSpec = FIXED_1K,
+    model: ModelSpec = LLAMA_8B,
+    hardware: HardwareSpec = H100,
+    seed: int = 0,
+) -> RunContext:
     return RunContext(model=model, hardware=hardware, workload=workload, seed=seed)
 
 

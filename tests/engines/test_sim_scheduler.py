@@ -17,14 +17,23 @@ def toy_step_time(tokens, attended, kv, seqs, decode_only):
     return 1e-3 + 2e-5 * np.asarray(tokens, float) + 1e-8 * np.asarray(kv, float)
 
 
-LIMITS = SchedulerLimits(max_seqs=32, max_batched_tokens=1024, kv_blocks=4096, block_size=16,
-                         chunked_prefill=True, prefix_caching=False)
+LIMITS = SchedulerLimits(
+    max_seqs=32,
+    max_batched_tokens=1024,
+    kv_blocks=4096,
+    block_size=16,
+    chunked_prefill=True,
+    prefix_caching=False,
+)
 
 
 def workload(**changes: object) -> RequestPlan:
-    spec = {"input_tokens": {"kind": "uniform", "low": 64, "high": 700},
-            "output_tokens": {"kind": "uniform", "low": 4, "high": 120},
-            "arrival": {"kind": "concurrency", "concurrency": 48}, "num_requests": 200}
+    spec = {
+        "input_tokens": {"kind": "uniform", "low": 64, "high": 700},
+        "output_tokens": {"kind": "uniform", "low": 4, "high": 120},
+        "arrival": {"kind": "concurrency", "concurrency": 48},
+        "num_requests": 200,
+    }
     spec.update(changes)
     seed = int(spec.pop("seed", 0))  # type: ignore[call-overload]
     return plan_requests(WorkloadSpec(**spec), seed)
@@ -40,7 +49,7 @@ def check_invariants(result: SimResult, plan: RequestPlan, limits: SchedulerLimi
     assert np.all(result.step_blocks <= limits.kv_blocks)
     assert np.all(result.step_running <= limits.max_seqs)
     assert np.all(np.diff(result.step_end_s) > 0)
-    for record, out in zip(result.records, plan.output_tokens[plan.warmup:], strict=True):
+    for record, out in zip(result.records, plan.output_tokens[plan.warmup :], strict=True):
         assert record.output_tokens == out
         assert record.start_s <= record.first_token_s <= record.end_s
         assert len(record.itl_s) == out - 1
@@ -86,12 +95,16 @@ def test_prefix_caching_lowers_ttft_for_shared_prompts() -> None:
 
 
 def test_chunked_prefill_lowers_tail_inter_token_latency_under_long_prompts() -> None:
-    plan = workload(input_tokens={"kind": "uniform", "low": 2000, "high": 6000},
-                    output_tokens={"kind": "uniform", "low": 50, "high": 200},
-                    arrival={"kind": "concurrency", "concurrency": 16}, num_requests=60)
+    plan = workload(
+        input_tokens={"kind": "uniform", "low": 2000, "high": 6000},
+        output_tokens={"kind": "uniform", "low": 50, "high": 200},
+        arrival={"kind": "concurrency", "concurrency": 16},
+        num_requests=60,
+    )
     chunked = summarize(run(plan, max_batched_tokens=512, kv_blocks=20000).records, 1.0)
-    whole = summarize(run(plan, chunked_prefill=False, max_batched_tokens=8192,
-                          kv_blocks=20000).records, 1.0)
+    whole = summarize(
+        run(plan, chunked_prefill=False, max_batched_tokens=8192, kv_blocks=20000).records, 1.0
+    )
     assert chunked.itl_ms.p99 < 0.5 * whole.itl_ms.p99
     assert chunked.tpot_ms.p99 < whole.tpot_ms.p99
 
@@ -133,8 +146,15 @@ def test_warmup_requests_are_simulated_but_not_recorded() -> None:
 def test_a_thousand_request_trial_is_fast() -> None:
     import time
 
-    plan = plan_requests(WorkloadSpec(input_tokens=1024, output_tokens=256, num_requests=1000,
-                                      arrival={"kind": "concurrency", "concurrency": 256}), 0)
+    plan = plan_requests(
+        WorkloadSpec(
+            input_tokens=1024,
+            output_tokens=256,
+            num_requests=1000,
+            arrival={"kind": "concurrency", "concurrency": 256},
+        ),
+        0,
+    )
     limits = SchedulerLimits(256, 8192, 28_000, 16, True, True)
     start = time.perf_counter()
     result = simulate_schedule(plan, limits, toy_step_time)

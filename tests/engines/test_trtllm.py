@@ -20,22 +20,33 @@ from engines.workload import WorkloadSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "engines" / "standin" / "bin"
-SMALL = WorkloadSpec(input_tokens=16, output_tokens=4, num_requests=8,
-                     arrival={"kind": "concurrency", "concurrency": 4})
+SMALL = WorkloadSpec(
+    input_tokens=16,
+    output_tokens=4,
+    num_requests=8,
+    arrival={"kind": "concurrency", "concurrency": 4},
+)
 
 
 def _ctx(tmp_path=None, gpu="H100-SXM", count=1, model="Llama-3.1-8B", **options):
     workdir = (tmp_path / "work") if tmp_path else Path("/nonexistent")
     if tmp_path:
-        options = {"engine_cache_dir": str(tmp_path / "cache"),
-                   "quantize_command": [sys.executable, "-m", "engines.standin.trtllm_build",
-                                        "quantize"],
-                   "convert_command": [sys.executable, "-m", "engines.standin.trtllm_build",
-                                       "convert"],
-                   "startup_timeout_s": 20, "stop_grace_s": 5, **options}
-    return RunContext(model=ModelSpec.model_validate(model),
-                      hardware=HardwareSpec(gpu=gpu, count=count), workload=SMALL,
-                      workdir=workdir, timeout_s=60, options=options)
+        options = {
+            "engine_cache_dir": str(tmp_path / "cache"),
+            "quantize_command": [sys.executable, "-m", "engines.standin.trtllm_build", "quantize"],
+            "convert_command": [sys.executable, "-m", "engines.standin.trtllm_build", "convert"],
+            "startup_timeout_s": 20,
+            "stop_grace_s": 5,
+            **options,
+        }
+    return RunContext(
+        model=ModelSpec.model_validate(model),
+        hardware=HardwareSpec(gpu=gpu, count=count),
+        workload=SMALL,
+        workdir=workdir,
+        timeout_s=60,
+        options=options,
+    )
 
 
 def _config(ctx, **changes):
@@ -93,13 +104,15 @@ def test_space_defaults_fit_their_params_and_are_valid():
     assert config["backend"] == "pytorch" and "gemm_plugin" not in config
     assert engine.validate(config, ctx) == []
     assert set(BUILD_PARAMS) | set(RUNTIME_PARAMS) >= set(
-        p.name for p in engine.space(ctx.model, ctx.hardware))
+        p.name for p in engine.space(ctx.model, ctx.hardware)
+    )
 
 
 def test_plan_reads_free_after_weights_and_quantization():
     ctx = _ctx()
-    plan = TrtllmEngine().plan(_config(ctx, backend="tensorrt", quantization="w4a8_awq",
-                                       kv_cache_dtype="fp8"), ctx)
+    plan = TrtllmEngine().plan(
+        _config(ctx, backend="tensorrt", quantization="w4a8_awq", kv_cache_dtype="fp8"), ctx
+    )
     assert plan.memory_rule == "free_after_weights"
     assert (plan.weight_dtype, plan.compute_dtype, plan.kv_dtype) == ("int4", "fp8", "fp8")
     assert plan.cuda_graphs  # engines count as graphs on
@@ -130,11 +143,14 @@ def test_pytorch_quantization_needs_a_checkpoint():
     ctx = _ctx()
     engine = TrtllmEngine()
     reasons = engine.validate(_config(ctx, quantization="int4_awq"), ctx)
-    assert reasons == ["quantization=int4_awq on the pytorch backend needs a ModelOpt "
-                       "pre-quantized checkpoint: set model.quantized_checkpoints.int4_awq"]
+    assert reasons == [
+        "quantization=int4_awq on the pytorch backend needs a ModelOpt "
+        "pre-quantized checkpoint: set model.quantized_checkpoints.int4_awq"
+    ]
     assert "int8_sq" in engine.validate(_config(ctx, quantization="int8_sq"), ctx)[0]
-    with_ckpt = _ctx(model={"name": "Llama-3.1-8B",
-                            "quantized_checkpoints": {"int4_awq": "/ckpt/llama-awq"}})
+    with_ckpt = _ctx(
+        model={"name": "Llama-3.1-8B", "quantized_checkpoints": {"int4_awq": "/ckpt/llama-awq"}}
+    )
     config = _config(with_ckpt, quantization="int4_awq")
     assert engine.validate(config, with_ckpt) == []
     assert engine.model_path(config, with_ckpt) == "/ckpt/llama-awq"
@@ -145,8 +161,9 @@ def test_pytorch_quantization_needs_a_checkpoint():
 def test_tensorrt_build_rules():
     ctx = _ctx()
     engine = TrtllmEngine()
-    reasons = engine.engine_rules(_config(ctx, backend="tensorrt",
-                                          use_paged_context_fmha=False), ctx)
+    reasons = engine.engine_rules(
+        _config(ctx, backend="tensorrt", use_paged_context_fmha=False), ctx
+    )
     assert any("enable_chunked_prefill=True" in r for r in reasons)
     reasons = engine.engine_rules(_config(ctx, backend="tensorrt", use_fp8_context_fmha=True), ctx)
     assert any("use_fp8_context_fmha needs quantization" in r for r in reasons)
@@ -160,17 +177,28 @@ def test_tensorrt_build_rules():
 def test_serve_argv_and_yaml_use_only_allowed_names(tmp_path):
     ctx = _ctx(tmp_path)
     engine = TrtllmEngine()
-    argv = engine.serve_argv(_config(ctx, kv_cache_dtype="fp8", cuda_graphs=False), ctx,
-                             "127.0.0.1", 8123)
+    argv = engine.serve_argv(
+        _config(ctx, kv_cache_dtype="fp8", cuda_graphs=False), ctx, "127.0.0.1", 8123
+    )
     assert argv[:3] == ["trtllm-serve", "serve", ctx.model.serve_path]
     args = trtllm_serve.parse(argv[1:])  # exits (fails the test) on any unknown flag
     assert (args.port, args.backend, args.max_seq_len, args.tensor_parallel_size) == (
-        8123, "pytorch", 8192, 1)
+        8123,
+        "pytorch",
+        8192,
+        1,
+    )
     options = yaml.safe_load(Path(args.extra_llm_api_options).read_text())
-    assert options == {"dtype": "bfloat16",
-                       "kv_cache_config": {"free_gpu_memory_fraction": 0.9,
-                                           "enable_block_reuse": True, "dtype": "fp8"},
-                       "enable_chunked_prefill": True, "cuda_graph_config": None}
+    assert options == {
+        "dtype": "bfloat16",
+        "kv_cache_config": {
+            "free_gpu_memory_fraction": 0.9,
+            "enable_block_reuse": True,
+            "dtype": "fp8",
+        },
+        "enable_chunked_prefill": True,
+        "cuda_graph_config": None,
+    }
     assert trtllm_serve.check_options(args.extra_llm_api_options, "pytorch") is None
     assert Path(args.extra_llm_api_options).parent == ctx.workdir
 
@@ -185,37 +213,60 @@ def test_serve_argv_and_yaml_use_only_allowed_names(tmp_path):
 
 def test_disallowed_keys_are_refused_by_engine_and_stand_in(tmp_path):
     assert _llmargs.unknown_keys({"cuda_graph_config": {}, "build_config": {}}, "pytorch") == [
-        "build_config"]
-    assert _llmargs.unknown_keys({"kv_cache_config": {"dtyp": "fp8"},
-                                  "scheduler_config": {"dynamic_batch_config": {"x": 1}}},
-                                 "tensorrt") == ["kv_cache_config.dtyp",
-                                                 "scheduler_config.dynamic_batch_config.x"]
+        "build_config"
+    ]
+    assert _llmargs.unknown_keys(
+        {
+            "kv_cache_config": {"dtyp": "fp8"},
+            "scheduler_config": {"dynamic_batch_config": {"x": 1}},
+        },
+        "tensorrt",
+    ) == ["kv_cache_config.dtyp", "scheduler_config.dynamic_batch_config.x"]
     with pytest.raises(EngineError) as err:
         _llmargs.checked({"max_num_seqs": 8}, "pytorch")
     assert err.value.reason == "invalid_argument" and "max_num_seqs" in str(err.value)
     bad = tmp_path / "bad.yaml"
     bad.write_text("kv_cache_config: {free_gpu_memory_fraction: 0.9, bogus: 1}\n")
     env = {**os.environ, "STANDIN_PYTHON": sys.executable}
-    done = subprocess.run([str(BIN / "trtllm-serve"), "m", "--extra_llm_api_options", str(bad)],
-                          capture_output=True, text=True, env=env, timeout=30)
+    done = subprocess.run(
+        [str(BIN / "trtllm-serve"), "m", "--extra_llm_api_options", str(bad)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert done.returncode == 1 and "Extra inputs are not permitted" in done.stderr
     assert "kv_cache_config.bogus" in done.stderr
-    done = subprocess.run([str(BIN / "trtllm-serve"), "m", "--max_num_seqs", "8"],
-                          capture_output=True, text=True, env=env, timeout=30)
+    done = subprocess.run(
+        [str(BIN / "trtllm-serve"), "m", "--max_num_seqs", "8"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert done.returncode == 2 and "Error: No such option: --max_num_seqs" in done.stderr
 
 
 def test_build_steps_parse_with_the_stand_in_tools():
     ctx = _ctx()
-    config = _config(ctx, backend="tensorrt", quantization="fp8", kv_cache_dtype="fp8",
-                     use_fp8_context_fmha=True, gemm_plugin="fp8")
+    config = _config(
+        ctx,
+        backend="tensorrt",
+        quantization="fp8",
+        kv_cache_dtype="fp8",
+        use_fp8_context_fmha=True,
+        gemm_plugin="fp8",
+    )
     quant = _build.checkpoint_argv(config, "/m", "/c", [])
     assert quant[quant.index("--qformat") + 1] == "fp8" and "--kv_cache_dtype" in quant
     trtllm_build._checkpoint_parser("quantize.py").parse_args(quant)
     build = _build.build_argv(config, "/c", "/e", [])
     args = trtllm_build._build_parser().parse_args(build)
     assert (args.use_fp8_context_fmha, args.gemm_plugin, args.max_input_len) == (
-        "enable", "fp8", 8192)
+        "enable",
+        "fp8",
+        8192,
+    )
     plain = _build.checkpoint_argv(_config(ctx, backend="tensorrt"), "/m", "/c", [])
     assert "--qformat" not in plain
     trtllm_build._checkpoint_parser("convert_checkpoint.py").parse_args(plain)
@@ -245,8 +296,15 @@ def test_engine_cache_rebuilds_only_for_build_params(tmp_path, standins):
     engine = TrtllmEngine()
     first = engine.prepare(_config(ctx, backend="tensorrt"), ctx)
     assert first["engine_cache_hit"] is False and first["engine_size_bytes"] >= 4096
-    again = engine.prepare(_config(ctx, backend="tensorrt", enable_block_reuse=False,
-                                   kv_cache_free_gpu_memory_fraction=0.85), ctx)
+    again = engine.prepare(
+        _config(
+            ctx,
+            backend="tensorrt",
+            enable_block_reuse=False,
+            kv_cache_free_gpu_memory_fraction=0.85,
+        ),
+        ctx,
+    )
     assert again["engine_cache_hit"] is True
     assert again["build_time_s"] == first["build_time_s"]
     assert _builds(standins) == ["convert", "build"]
@@ -279,8 +337,9 @@ def test_full_measurement_pytorch_backend(tmp_path, standins):
 
 def test_full_measurement_tensorrt_engine_records_build(tmp_path, standins):
     ctx = _ctx(tmp_path)
-    measurement = TrtllmEngine().run(_config(ctx, backend="tensorrt", quantization="fp8",
-                                             kv_cache_dtype="fp8"), ctx)
+    measurement = TrtllmEngine().run(
+        _config(ctx, backend="tensorrt", quantization="fp8", kv_cache_dtype="fp8"), ctx
+    )
     assert measurement.num_completed == 8
     assert measurement.extra["engine_size_bytes"] >= 4096
     assert measurement.extra["build_time_s"] >= 0

@@ -6,31 +6,50 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import REPO, STANDIN, STANDIN_MODULE
 
 from engines.base import Param
 from engines.errors import EngineError
 from engines.serving import close_servers, measure_server
 from engines.serving.lifecycle import port_is_free
+from engines.standin import REPO_ROOT as REPO
+from engines.standin import STANDIN_COMMAND as STANDIN
+from engines.standin import STANDIN_MODULE_COMMAND as STANDIN_MODULE
 from engines.vllm import VllmEngine
 
 STANDIN_ENV = {"PYTHONPATH": str(REPO)}
 
 
 def options(command: list[str] = STANDIN, **extra):
-    return {"server_command": command, "env": STANDIN_ENV, "stop_grace_s": 3.0,
-            "startup_timeout_s": 20.0, **extra}
+    return {
+        "server_command": command,
+        "env": STANDIN_ENV,
+        "stop_grace_s": 3.0,
+        "startup_timeout_s": 20.0,
+        **extra,
+    }
 
 
 def test_serve_argv_uses_real_flag_names(make_ctx):
     engine = VllmEngine()
     ctx = make_ctx()
-    config = {**engine.defaults(ctx.model, ctx.hardware), "enable_prefix_caching": False,
-              "enforce_eager": True, "max_num_seqs": 128}
+    config = {
+        **engine.defaults(ctx.model, ctx.hardware),
+        "enable_prefix_caching": False,
+        "enforce_eager": True,
+        "max_num_seqs": 128,
+    }
     argv = engine.serve_argv(config, ctx, "127.0.0.1", 8123)
     assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)
-    assert argv[:8] == ["vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct", "--host",
-                        "127.0.0.1", "--port", "8123", "--dtype"]
+    assert argv[:8] == [
+        "vllm",
+        "serve",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8123",
+        "--dtype",
+    ]
     assert "--no-enable-prefix-caching" in argv and "--enable-prefix-caching" not in argv
     assert "--enforce-eager" in argv
     assert argv[argv.index("--max-num-seqs") + 1] == "128"
@@ -60,9 +79,21 @@ class _LoadParamVllm(VllmEngine):
     """vLLM with max_num_seqs marked as a load parameter (restart=False), to test reuse."""
 
     def space(self, model, hardware):
-        return [Param(p.name, p.kind, p.choices, p.low, p.high, p.step, p.log, p.default,
-                      p.when, restart=p.name != "max_num_seqs") for p in super().space(
-                          model, hardware)]
+        return [
+            Param(
+                p.name,
+                p.kind,
+                p.choices,
+                p.low,
+                p.high,
+                p.step,
+                p.log,
+                p.default,
+                p.when,
+                restart=p.name != "max_num_seqs",
+            )
+            for p in super().space(model, hardware)
+        ]
 
 
 def test_servers_are_reused_unless_a_restart_option_changes(make_ctx):
@@ -94,16 +125,34 @@ def test_measure_server_reports_startup_failures(make_ctx):
     assert argv_port is not None and port_is_free(argv_port)
 
 
+def test_a_stalled_run_is_a_hang(make_ctx):
+    engine = VllmEngine()
+    ctx = make_ctx(**options([*STANDIN, "--ttft-ms", "5000"], request_timeout_s=30.0))
+    ctx.timeout_s = 1.0
+    with pytest.raises(EngineError) as info:
+        measure_server(engine, engine.defaults(ctx.model, ctx.hardware), ctx)
+    assert info.value.reason == "hang"
+
+
 def test_measure_server_on_a_sharegpt_file(make_ctx, tmp_path):
     import json
 
-    rows = [{"conversations": [{"from": "human", "value": "tell me a story " * (i + 1)},
-                               {"from": "gpt", "value": "once upon a time " * (i + 1)}]}
-            for i in range(4)]
+    rows = [
+        {
+            "conversations": [
+                {"from": "human", "value": "tell me a story " * (i + 1)},
+                {"from": "gpt", "value": "once upon a time " * (i + 1)},
+            ]
+        }
+        for i in range(4)
+    ]
     path = tmp_path / "sharegpt.json"
     path.write_text(json.dumps(rows))
-    workload = {"dataset": str(path), "num_requests": 6,
-                "arrival": {"kind": "concurrency", "concurrency": 3}}
+    workload = {
+        "dataset": str(path),
+        "num_requests": 6,
+        "arrival": {"kind": "concurrency", "concurrency": 3},
+    }
     engine = VllmEngine()
     ctx = make_ctx(workload=workload, **options(endpoint="chat"))
     m = measure_server(engine, engine.defaults(ctx.model, ctx.hardware), ctx)
@@ -112,26 +161,32 @@ def test_measure_server_on_a_sharegpt_file(make_ctx, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("SERVETUNE_VLLM_CPU_PYTHON")
-                    or not os.environ.get("SERVETUNE_TINY_MODEL"),
-                    reason="set SERVETUNE_VLLM_CPU_PYTHON (a python with vllm-cpu) and "
-                           "SERVETUNE_TINY_MODEL (a tiny HF model dir) to run real vLLM on CPU")
+@pytest.mark.skipif(
+    not os.environ.get("SERVETUNE_VLLM_CPU_PYTHON") or not os.environ.get("SERVETUNE_TINY_MODEL"),
+    reason="set SERVETUNE_VLLM_CPU_PYTHON (a python with vllm-cpu) and "
+    "SERVETUNE_TINY_MODEL (a tiny HF model dir) to run real vLLM on CPU",
+)
 def test_real_vllm_cpu_smoke(make_ctx):
     """Real ``vllm serve`` (vllm-cpu) on a tiny model, through the same path as on GPUs."""
     python = os.environ["SERVETUNE_VLLM_CPU_PYTHON"]
-    workload = {"input_tokens": 16, "output_tokens": 8, "num_requests": 4,
-                "arrival": {"kind": "concurrency", "concurrency": 2}}
-    ctx = make_ctx(workload=workload, model_path=os.environ["SERVETUNE_TINY_MODEL"],
-                   server_command=[python, "-m", "vllm.entrypoints.cli.main", "serve"],
-                   env={"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"},
-                   startup_timeout_s=600.0)
+    workload = {
+        "input_tokens": 16,
+        "output_tokens": 8,
+        "num_requests": 4,
+        "arrival": {"kind": "concurrency", "concurrency": 2},
+    }
+    ctx = make_ctx(
+        workload=workload,
+        model_path=os.environ["SERVETUNE_TINY_MODEL"],
+        server_command=[python, "-m", "vllm.entrypoints.cli.main", "serve"],
+        env={"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"},
+        startup_timeout_s=600.0,
+    )
     engine = VllmEngine()
-    config = {"dtype": "bfloat16", "max_model_len": 256, "max_num_seqs": 4,
-              "enforce_eager": True}
+    config = {"dtype": "bfloat16", "max_model_len": 256, "max_num_seqs": 4, "enforce_eager": True}
     m = measure_server(engine, config, ctx)
     assert m.num_completed == 4 and m.output_tokens_per_s > 0
     assert m.extra["prompt_tokens"] == "tokenizer.json"
     port = int(m.extra["server_argv"][m.extra["server_argv"].index("--port") + 1])
     close_servers()
     assert port_is_free(port)
-

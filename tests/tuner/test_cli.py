@@ -11,16 +11,20 @@ import pytest
 import yaml
 
 SPEC = {
-    "name": "cli", "model": "Llama-3.1-8B", "hardware": {"gpu": "H100-SXM"},
+    "name": "cli",
+    "model": "Llama-3.1-8B",
+    "hardware": {"gpu": "H100-SXM"},
     "workload": {"preset": "chat", "num_requests": 100},
     "engines": {"vllm": {"max_model_len": {"value": 8192}}},
-    "slos": {"ttft_p99_ms": 5000}, "budget": {"trials": 6},
+    "slos": {"ttft_p99_ms": 5000},
+    "budget": {"trials": 6},
 }
 
 
 def servetune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tuner", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tuner", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def _write(tmp_path: Path, data) -> Path:
@@ -44,24 +48,36 @@ def test_run_prints_the_front_and_exports_files(tmp_path):
 
     shown = servetune("show", str(spec), cwd=tmp_path)
     assert shown.returncode == 0 and "Pareto front of cli" in shown.stdout
-    again = servetune("export", "cli", "--storage", f"sqlite:///{tmp_path}/cli.db", "--out",
-                      str(tmp_path / "again"), "--trial", "0", cwd=tmp_path)
+    again = servetune(
+        "export",
+        "cli",
+        "--storage",
+        f"sqlite:///{tmp_path}/cli.db",
+        "--out",
+        str(tmp_path / "again"),
+        "--trial",
+        "0",
+        cwd=tmp_path,
+    )
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "again" / "manifest.json").read_text())["trial"] == 0
     space = servetune("space", str(spec), cwd=tmp_path)
     assert space.returncode == 0 and "gpu_memory_utilization" in space.stdout
 
 
-@pytest.mark.parametrize(("spec", "needle"), [
-    ("name: x\nmodel: [oops\n", "malformed YAML"),
-    ({**SPEC, "colour": 1}, "colour"),
-    ({**SPEC, "model": "GPT-9"}, "unknown model 'GPT-9'"),
-    ({**SPEC, "hardware": {"gpu": "TPU"}}, "unknown gpu 'TPU'"),
-    ({**SPEC, "budget": {"trials": 0}}, "budget.trials"),
-    ({**SPEC, "hardware": {"gpu": "H100-SXM", "count": "two"}}, "hardware.count"),
-    ({**SPEC, "storage": "sqlite:////proc/nope/x.db"}, "storage"),
-    ({**SPEC, "engines": {"vllm": {"max_num_seqz": 4}}}, "engines.vllm.max_num_seqz"),
-])
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("name: x\nmodel: [oops\n", "malformed YAML"),
+        ({**SPEC, "colour": 1}, "colour"),
+        ({**SPEC, "model": "GPT-9"}, "unknown model 'GPT-9'"),
+        ({**SPEC, "hardware": {"gpu": "TPU"}}, "unknown gpu 'TPU'"),
+        ({**SPEC, "budget": {"trials": 0}}, "budget.trials"),
+        ({**SPEC, "hardware": {"gpu": "H100-SXM", "count": "two"}}, "hardware.count"),
+        ({**SPEC, "storage": "sqlite:////proc/nope/x.db"}, "storage"),
+        ({**SPEC, "engines": {"vllm": {"max_num_seqz": 4}}}, "engines.vllm.max_num_seqz"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, spec, needle):
     path = _write(tmp_path, spec)
     done = servetune("run", str(path), cwd=tmp_path)
@@ -72,8 +88,15 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, spec, needle):
 
 
 def test_export_without_feasible_trial_is_a_clear_error(tmp_path):
-    spec = _write(tmp_path, {**SPEC, "slos": {"ttft_p99_ms": 0.5}, "budget": {"trials": 3},
-                             "storage": f"sqlite:///{tmp_path}/cli.db"})
+    spec = _write(
+        tmp_path,
+        {
+            **SPEC,
+            "slos": {"ttft_p99_ms": 0.5},
+            "budget": {"trials": 3},
+            "storage": f"sqlite:///{tmp_path}/cli.db",
+        },
+    )
     done = servetune("run", str(spec), cwd=tmp_path)
     assert done.returncode == 2
     assert "no feasible trial" in done.stderr and "Traceback" not in done.stderr

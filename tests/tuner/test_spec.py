@@ -17,27 +17,38 @@ def test_catalogue_names_expand_and_defaults_fill_in():
 
 
 def test_objective_shorthands_and_directions():
-    spec = parse_spec({**BASE, "objectives": ["goodput_rps", {"e2e_p90_ms": "min"},
-                                              {"metric": "accuracy"}]})
+    spec = parse_spec(
+        {**BASE, "objectives": ["goodput_rps", {"e2e_p90_ms": "min"}, {"metric": "accuracy"}]}
+    )
     assert [(o.metric, o.direction) for o in spec.objectives] == [
-        ("goodput_rps", "maximize"), ("e2e_p90_ms", "minimize"), ("accuracy", "maximize")]
+        ("goodput_rps", "maximize"),
+        ("e2e_p90_ms", "minimize"),
+        ("accuracy", "maximize"),
+    ]
 
 
-@pytest.mark.parametrize(("patch", "field", "bad"), [
-    ({"model": "Llama-9"}, "model", "Llama-9"),
-    ({"hardware": {"gpu": "H900"}}, "hardware", "H900"),
-    ({"hardware": {"gpu": "H100-SXM", "count": 0}}, "hardware.count", "0"),
-    ({"budget": {"trials": -5}}, "budget.trials", "-5"),
-    ({"budget": {"trials": None}}, "budget", "trials, minutes"),
-    ({"objectives": ["speed"]}, "objectives.0", "speed"),
-    ({"slos": {"ttft_p42_ms": 1}}, "slos", "ttft_p42_ms"),
-    ({"engines": {"sglang": {}}}, "engines", "sglang"),
-    ({"workload": {"input_tokens": {"kind": "uniform", "low": 9, "high": 3}}}, "workload.input_tokens", "low"),
-    ({"workload": {"arrival": {"kind": "poisson"}}}, "workload.arrival", "rate"),
-    ({"workload": "tweets"}, "workload", "tweets"),
-    ({"colour": "blue"}, "colour", "Extra inputs"),
-    ({"seed": "abc"}, "seed", "abc"),
-])
+@pytest.mark.parametrize(
+    ("patch", "field", "bad"),
+    [
+        ({"model": "Llama-9"}, "model", "Llama-9"),
+        ({"hardware": {"gpu": "H900"}}, "hardware", "H900"),
+        ({"hardware": {"gpu": "H100-SXM", "count": 0}}, "hardware.count", "0"),
+        ({"budget": {"trials": -5}}, "budget.trials", "-5"),
+        ({"budget": {"trials": None}}, "budget", "trials, minutes"),
+        ({"objectives": ["speed"]}, "objectives.0", "speed"),
+        ({"slos": {"ttft_p42_ms": 1}}, "slos", "ttft_p42_ms"),
+        ({"engines": {"sglang": {}}}, "engines", "sglang"),
+        (
+            {"workload": {"input_tokens": {"kind": "uniform", "low": 9, "high": 3}}},
+            "workload.input_tokens",
+            "low",
+        ),
+        ({"workload": {"arrival": {"kind": "poisson"}}}, "workload.arrival", "rate"),
+        ({"workload": "tweets"}, "workload", "tweets"),
+        ({"colour": "blue"}, "colour", "Extra inputs"),
+        ({"seed": "abc"}, "seed", "abc"),
+    ],
+)
 def test_bad_input_names_the_field_and_value(patch, field, bad):
     with pytest.raises(SpecError) as err:
         parse_spec({**BASE, **patch})
@@ -62,7 +73,8 @@ def test_hf_config_json_is_read(tmp_path: Path):
     (tmp_path / "config.json").write_text(
         '{"hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,'
         ' "num_hidden_layers": 32, "intermediate_size": 14336, "vocab_size": 128256,'
-        ' "max_position_embeddings": 131072}')
+        ' "max_position_embeddings": 131072}'
+    )
     spec = parse_spec({**BASE, "model": {"config_json": str(tmp_path / "config.json")}})
     assert spec.model.params_b == pytest.approx(8.03, rel=0.01)
     assert spec.model.path == str(tmp_path)

@@ -1,0 +1,182 @@
+"""The real vLLM proof on an H100 (run on the device machine, vLLM importable).
+
+    python bench/real/h100_vllm.py setup                 # dummy Llama-3.1-8B model directory
+    python bench/real/h100_vllm.py baseline --out DIR    # trial 0 (vLLM defaults) + vllm bench serve
+    python bench/real/h100_vllm.py study --seconds 540 --out DIR   # resume the study until then
+
+``baseline`` measures vLLM's default config as the study's first trial and then, on the very
+same running server, runs ``vllm bench serve`` with the same workload, so the two tools'
+numbers can be compared (written to DIR/crosscheck.json). ``study`` resumes the servetune study
+(studies/real/h100-llama8b-vllm.yaml) and stops starting trials when too little time is left;
+the Optuna DB is copied to DIR after every trial so nothing is lost if the machine goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.real.make_dummy_model import make  # noqa: E402
+from engines.serving import _POOL  # noqa: E402  (the running server, for the cross-check)
+from tuner.spec import load_spec  # noqa: E402
+from tuner.study import build_engines, run_study  # noqa: E402
+
+SPEC = Path("studies/real/h100-llama8b-vllm.yaml")
+TRIAL_SECONDS = 150  # a restart (~60 s) plus 800 requests (~60 s), with margin
+
+
+def _copy_db(out: Path, spec) -> None:
+    db = Path(spec.storage_url.removeprefix("sqlite:///"))
+    if db.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(db, out / db.name)
+
+
+class _KeepServer:
+    """An engine whose close() leaves the server running (so vllm bench serve can use it)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+    def close(self) -> None:
+        pass
+
+
+def baseline(out: Path) -> None:
+    spec = load_spec(SPEC)
+    first = spec.model_copy(update={"budget": spec.budget.model_copy(update={"trials": 1})})
+    engines = {name: _KeepServer(e) for name, e in build_engines(first).items()}
+    study = run_study(first, engines=engines)
+    _copy_db(out, spec)
+    trial = study.trials[0]
+    server = _POOL.current
+    if server is None or trial.state.name != "COMPLETE":
+        raise SystemExit(f"baseline failed: {trial.state.name} {trial.user_attrs.get('fail')}")
+    model_dir = spec.model.path
+    started = time.monotonic()
+    argv = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.cli.main",
+        "bench",
+        "serve",
+        "--backend",
+        "vllm",
+        "--base-url",
+        server.base_url,
+        "--model",
+        model_dir,
+        "--tokenizer",
+        model_dir,
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        "1024",
+        "--random-output-len",
+        "256",
+        "--num-prompts",
+        "800",
+        "--max-concurrency",
+        "256",
+        "--ignore-eos",
+        "--temperature",
+        "0",
+        "--percentile-metrics",
+        "ttft,tpot,itl,e2el",
+        "--metric-percentiles",
+        "50,90,99",
+        "--save-result",
+        "--result-dir",
+        str(out),
+        "--result-filename",
+        "vllm_bench_serve.json",
+        "--disable-tqdm",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=400)
+    (out / "vllm_bench_serve.log").write_text(done.stdout[-20000:] + done.stderr[-20000:])
+    _POOL.close()
+    bench = json.loads((out / "vllm_bench_serve.json").read_text())
+    mine = trial.user_attrs["metrics"]
+    pairs = {
+        "output_tokens_per_s": "output_throughput",
+        "ttft_p50_ms": "median_ttft_ms",
+        "tpot_p50_ms": "median_tpot_ms",
+        "ttft_p99_ms": "p99_ttft_ms",
+        "tpot_p99_ms": "p99_tpot_ms",
+        "itl_p50_ms": "median_itl_ms",
+        "e2e_p50_ms": "median_e2el_ms",
+        "requests_per_s": "request_throughput",
+    }
+    rows = {
+        k: {
+            "servetune": mine.get(k),
+            "vllm_bench_serve": bench.get(v),
+            "difference_pct": 100.0 * (mine[k] - bench[v]) / bench[v]
+            if mine.get(k) and bench.get(v)
+            else None,
+        }
+        for k, v in pairs.items()
+    }
+    (out / "crosscheck.json").write_text(
+        json.dumps(
+            {
+                "server_argv": trial.user_attrs["result"]["measurement"]["extra"].get(
+                    "server_argv"
+                ),
+                "bench_seconds": round(time.monotonic() - started, 1),
+                "metrics": rows,
+            },
+            indent=2,
+        )
+    )
+    print(json.dumps(rows, indent=1))
+
+
+def study(seconds: float, out: Path) -> None:
+    began = time.monotonic()
+    spec = load_spec(SPEC)
+    minutes = max(0.1, (seconds - TRIAL_SECONDS) / 60.0)
+    spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"minutes": minutes})})
+
+    def progress(outcome, done, total):
+        _copy_db(out, spec)
+        print(
+            f"[{time.monotonic() - began:6.0f}s] trial {outcome.number} {outcome.state} "
+            f"{outcome.values} {outcome.reason or ''}",
+            flush=True,
+        )
+
+    run_study(spec, progress=progress)
+    _copy_db(out, spec)
+
+
+def main() -> None:
+    global SPEC
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["setup", "baseline", "study"])
+    parser.add_argument("--out", type=Path, default=Path("out"))
+    parser.add_argument("--seconds", type=float, default=540)
+    parser.add_argument("--spec", type=Path, default=SPEC, help="(tests: a stand-in variant)")
+    args = parser.parse_args()
+    SPEC = args.spec
+    if args.command == "setup":
+        make(Path(load_spec(SPEC).model.path))
+    elif args.command == "baseline":
+        baseline(args.out)
+    else:
+        study(args.seconds, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The search-efficiency benchmark in short: the default strategy against random on fixed seeds,
+over the cached exact grids, and the pre-run checks of the study loop."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+from tuner.search import make_sampler
+from tuner.spec import parse_spec
+from tuner.strategy import DUPLICATE_REASON
+from tuner.study import counted_trials, fail_reason, run_study
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from searchbench.experiments import trials_to, truth  # noqa: E402
+from searchbench.grid import enumerate_space  # noqa: E402
+from searchbench.strategies import STRATEGIES, case  # noqa: E402
+
+
+def test_grid_enumeration_honours_conditional_options():
+    from engines.base import Param
+
+    space = [
+        Param("backend", "categorical", ("a", "b")),
+        Param("x", "categorical", (1, 2, 3), when={"backend": ("b",)}),
+    ]
+    assert list(enumerate_space(space)) == [
+        {"backend": "a"},
+        {"backend": "b", "x": 1},
+        {"backend": "b", "x": 2},
+        {"backend": "b", "x": 3},
+    ]
+
+
+def test_default_beats_random_on_fixed_seeds():
+    c = case("8b-chat-h100", "single")
+    best = truth(c)
+    share = {
+        name: [STRATEGIES[name](c, seed, 12).curve(c.objective)[-1] / best for seed in range(4)]
+        for name in ("random", "default")
+    }
+    assert statistics.mean(share["default"]) > statistics.mean(share["random"])
+    assert statistics.median(share["default"]) >= 0.97
+
+
+def test_only_measured_trials_use_budget_in_the_benchmark_loop():
+    c = case("70b-chat-8xh100", "single")  # half its grid is invalid
+    run = STRATEGIES["random"](c, 0, 10)
+    assert len(run.points) == 10 and all(p["status"] != "invalid" for p in run.points)
+    assert run.free.get("invalid", 0) > 0
+
+
+def test_trials_to_target():
+    assert trials_to([0.5, 0.9, 0.96, 0.99], 0.95) == 3
+    assert trials_to([0.5, 0.9], 0.95) is None
+
+
+def test_auto_is_the_default_strategy():
+    sampler = make_sampler("auto", 0, 2)
+    assert type(sampler).__name__ == "TPESampler"
+
+
+def test_auto_study_skips_duplicates_without_spending_budget(tmp_path):
+    # 4 configs in the whole space and 4 trials: duplicates are re-asked for free
+    engines = {
+        "vllm": {
+            "max_model_len": {"value": 8192},
+            "max_num_seqs": {"choices": [64, 128]},
+            "kv_cache_dtype": {"choices": ["auto", "fp8"]},
+            **{
+                k: {"value": v}
+                for k, v in {
+                    "dtype": "bfloat16",
+                    "quantization": None,
+                    "gpu_memory_utilization": 0.9,
+                    "max_num_batched_tokens": 8192,
+                    "enable_prefix_caching": True,
+                    "enable_chunked_prefill": True,
+                    "enforce_eager": False,
+                    "block_size": 16,
+                }.items()
+            },
+        }
+    }
+    spec = parse_spec(
+        {
+            "name": "d",
+            "model": "Llama-3.1-8B",
+            "hardware": {"gpu": "H100-SXM"},
+            "workload": {"preset": "chat", "num_requests": 40},
+            "engines": engines,
+            "budget": {"trials": 4},
+            "baseline": False,
+            "seed": 0,
+            "storage": f"sqlite:///{tmp_path}/d.db",
+        }
+    )
+    study = run_study(spec)
+    measured = [
+        tuple(sorted(t.user_attrs["config"].items(), key=str))
+        for t in study.trials
+        if t.state.name == "COMPLETE"
+    ]
+    assert counted_trials(study) == 4
+    assert len(set(measured)) == len(measured) == 4
+    assert all(t.state.name == "PRUNED" for t in study.trials if fail_reason(t) == DUPLICATE_REASON)
+
+
+def test_quick_benchmark_writes_its_tables(tmp_path):
+    import search_efficiency
+
+    result = search_efficiency.main(
+        [
+            "--quick",
+            "--scenarios",
+            "8b-chat-h100",
+            "--strategies",
+            "random",
+            "default",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    assert (tmp_path / "r.md").read_text().startswith("# Search efficiency")
+    assert (
+        result["failures"]["with_learning"]["failed_share_of_budget"]["median"]
+        <= (result["failures"]["without_learning"]["failed_share_of_budget"]["median"])
+    )
