@@ -68,7 +68,9 @@ class Measurement:
     """Everything one trial measured (or, with ``estimated``, predicted).
 
     Shared by the sim and the real engines; :meth:`metrics` flattens it into the names objectives
-    and SLOs refer to (``ttft_p99_ms``, ``output_tokens_per_s``...).
+    and SLOs refer to (``ttft_p99_ms``, ``output_tokens_per_s``...). ``intervals`` maps a metric
+    to its confidence interval ``(low, high)`` (flattened as ``<metric>_ci_low/high``; see
+    :mod:`engines.uncertainty`) over ``runs`` repeats of the workload.
     """
 
     num_requests: int
@@ -90,6 +92,9 @@ class Measurement:
     accuracy: float | None = None
     accuracy_metric: str | None = None
     accuracy_estimated: bool = False
+    capacity_rps: float | None = None
+    intervals: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    runs: int = 1
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
@@ -107,10 +112,17 @@ class Measurement:
             stats: LatencyStats = getattr(self, f"{name}_ms")
             for stat, value in asdict(stats).items():
                 out[f"{name}_{stat}_ms"] = value
-        for opt in ("cost_per_mtok_usd", "joules_per_token", "accuracy"):
+        for opt in ("cost_per_mtok_usd", "joules_per_token", "accuracy", "capacity_rps"):
             value = getattr(self, opt)
             if value is not None:
                 out[opt] = float(value)
+        for name, (low, high) in self.intervals.items():  # see engines.uncertainty
+            out[f"{name}_ci_low"] = float(low)
+            out[f"{name}_ci_high"] = float(high)
+        measured = (self.extra.get("accuracy") or {}).get("metrics") or {}
+        for name, value in measured.items():  # perplexity, token_agreement... (engines.accuracy)
+            if value is not None:
+                out[name] = float(value)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +130,7 @@ class Measurement:
         data = asdict(self)
         data["errors"] = dict(self.errors)
         data["extra"] = dict(self.extra)
+        data["intervals"] = {k: [float(v) for v in pair] for k, pair in self.intervals.items()}
         return data
 
     @classmethod

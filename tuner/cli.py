@@ -67,12 +67,18 @@ def run(
     gpus: str | None = typer.Option(
         None, help="GPUs to use, e.g. 0,1,2,3 (split between --workers)"
     ),
+    preset: str | None = typer.Option(
+        None, help="latency | throughput | balanced | cost (spec fields win; docs/trust.md)"
+    ),
+    remeasure: int | None = typer.Option(
+        None, min=0, help="re-measure this many finalists with the baseline (spec finalists.count)"
+    ),
 ) -> None:
     """Run (or resume) a study, then show its Pareto front and export the winner."""
     from tuner.spec import load_spec
     from tuner.study import run_study
 
-    spec = load_spec(spec_path, storage=storage, name=name, sampler=sampler)
+    spec = load_spec(spec_path, storage=storage, name=name, sampler=sampler, preset=preset)
     if trials is not None:
         spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"trials": trials})})
         from tuner.spec import parse_spec
@@ -90,6 +96,9 @@ def run(
     else:
         study = run_study(spec, progress=_progress_printer(spec))
     _print_front(study)
+    count = spec.finalists.count if remeasure is None else remeasure
+    if count:
+        _remeasure(study, spec, count)
     if export:
         from tuner.export import export_trial
 
@@ -97,6 +106,32 @@ def run(
         console.print(f"[bold green]exported trial {result.trial}[/] ({result.engine}):")
         for path in result.paths:
             console.print(f"  {path}")
+
+
+def _remeasure(study, spec, count: int) -> None:
+    """Re-measure the finalists with the baseline and show them as multiples of it."""
+    from tuner.finalists import remeasure_study
+
+    rounds = spec.finalists.rounds
+    console.print(f"re-measuring {count} finalists and the baseline, {rounds} rounds interleaved")
+    outcome = remeasure_study(study, spec, count)
+    ratios = outcome.ratios()
+    metric = outcome.metric
+    table = Table(title=f"Re-measured ({rounds} rounds): {label(metric)}, CI and x baseline")
+    for col in ("trial", "feasible", label(metric), "CI", "x baseline"):
+        table.add_column(col, justify="right")
+    for r in outcome.results:
+        low, high = r.intervals.get(metric, (math.nan, math.nan))
+        ratio = ratios.get(r.trial, {}).get(metric)
+        mark = " *" if r.trial == outcome.winner else ""
+        table.add_row(
+            f"{r.trial}{mark}" + (" (baseline)" if r.baseline else ""),
+            "yes" if r.feasible else "no",
+            _fmt(r.metrics.get(metric)),
+            f"[{_fmt(low)}, {_fmt(high)}]",
+            "-" if ratio is None else f"{ratio:.2f}x",
+        )
+    console.print(table)
 
 
 def _spec_with_overrides(spec_path: Path, trials: int | None, **overrides):
@@ -369,6 +404,91 @@ def dashboard(
     from tuner.storage import open_storage
 
     run_server(open_storage(spec.storage_url), host=host, port=port)
+
+
+@app.command()
+def calibrate(
+    studies: list[str] = typer.Argument(..., help="real studies: spec paths, names or .db files"),
+    name: str = typer.Option(..., help="profile name (engines/data/profiles/NAME.yaml)"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL for study names"),
+    holdout: float = typer.Option(0.3, min=0.0, max=0.9, help="share of configs held out"),
+    seed: int = typer.Option(0, help="seed of the held-out split"),
+    out: Path | None = typer.Option(None, help="write the profile here instead"),
+    reference: bool = typer.Option(
+        True, help="use vllm bench serve numbers from a crosscheck.json next to the study"
+    ),
+) -> None:
+    """Fit the sim's efficiency constants to real trials and write a fitted profile."""
+    from tuner.calibrate import calibrate as fit
+    from tuner.calibrate import load_points, write_profile
+
+    points = load_points(studies, storage, reference)
+    cal = fit(points, name, holdout, seed)
+    path = write_profile(cal, out)
+    table = Table(title=f"{name}: {cal.engine} on {cal.gpu}, {len(cal.train)} train / "
+                  f"{len(cal.test)} held-out measurements")
+    for col in ("constant", "shipped", "fitted"):
+        table.add_column(col, justify="right" if col != "constant" else "left")
+    for key, value in cal.fitted.items():
+        table.add_row(key, f"{cal.shipped[key]:.4g}", f"{value:.4g}")
+    console.print(table)
+    for split, errors in cal.fit_errors.items():
+        if errors:
+            shown = ", ".join(f"{label(m)} {v:.1f}%" for m, v in errors.items())
+            console.print(f"median abs error ({split}): {shown}")
+    if cal.not_identified:
+        console.print(f"[dim]not identified by this data: {', '.join(cal.not_identified)}[/]")
+    console.print(f"[bold green]wrote[/] {path}")
+
+
+@app.command()
+def fidelity(
+    studies: list[str] = typer.Argument(..., help="real studies: spec paths, names or .db files"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL for study names"),
+    holdout: float = typer.Option(0.3, min=0.0, max=0.9, help="share of configs held out"),
+    seed: int = typer.Option(0, help="seed of the held-out split"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the full report as JSON"),
+    md_out: Path | None = typer.Option(None, "--md", help="write the summary as markdown"),
+    reference: bool = typer.Option(True, help="use vllm bench serve numbers where present"),
+) -> None:
+    """Sim predicted vs measured per config, shipped and calibrated, with ranking quality."""
+    import json
+
+    from tuner.calibrate import load_points
+    from tuner.fidelity import METRICS, fidelity_report, report_markdown
+
+    report = fidelity_report(load_points(studies, storage, reference), "fidelity", holdout, seed)
+    table = Table(title="Sim fidelity: predicted / measured (abs % error)")
+    for col in ("point", "predictor", *METRICS):
+        table.add_column(label(col) if col in METRICS else col)
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for r in report.rows:
+        cells.setdefault((r["point"], r["predictor"]), {})[r["metric"]] = (
+            f"{_fmt(r['predicted'])} / {_fmt(r['measured'])} ({r['ape_pct']:.0f}%)"
+        )
+    for (point, predictor), values in cells.items():
+        table.add_row(point, predictor, *[values.get(m, "-") for m in METRICS])
+    console.print(table)
+    summary = Table(title="Median / worst abs % error; throughput ranking over configs")
+    for col in ("predictor", *METRICS, "Spearman", "best in top-3"):
+        summary.add_column(label(col) if col in METRICS else col)
+    for predictor, stats in report.summary.items():
+        rank = report.ranking[predictor]
+        summary.add_row(
+            predictor,
+            *[f"{s['median']:.1f} / {s['worst']:.1f}" if s["n"] else "-" for s in stats.values()],
+            "-" if rank["spearman"] is None else f"{rank['spearman']:.2f}",
+            str(rank["best_in_top3"]),
+        )
+    console.print(summary)
+    for note in report.notes:
+        console.print(f"[dim]{note}[/]")
+    if json_out:
+        json_out.write_text(json.dumps(report.to_dict(), indent=1, default=str))
+        console.print(f"wrote {json_out}")
+    if md_out:
+        md_out.write_text(report_markdown(report))
+        console.print(f"wrote {md_out}")
 
 
 def main() -> None:

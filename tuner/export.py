@@ -12,11 +12,12 @@ from pathlib import Path
 
 import optuna
 
+from engines import engine_class
 from engines.errors import StudyError
 from tuner.results import study_front, trial_records
 from tuner.spec import StudySpec
 from tuner.storage import redact
-from tuner.study import build_engines, make_context
+from tuner.study import make_context
 from tuner.versions import tool_versions
 
 
@@ -42,12 +43,12 @@ def export_trial(
                 f"study {study.study_name!r} has no feasible trial to export "
                 f"({len(front.records)} completed; loosen the SLOs or run more trials)"
             )
-        trial_number = front.winner
+        trial_number = study.user_attrs.get("remeasured_winner", front.winner)
     records = {r.number: r for r in trial_records(study)}
     record = records.get(trial_number)
     if record is None or record.state != "COMPLETE":
         raise StudyError(f"trial {trial_number} of {study.study_name!r} is not a completed trial")
-    engine = build_engines(spec.model_copy(update={"engines": {record.engine: {}}}))[record.engine]
+    engine = engine_class(record.engine)()  # exports never depend on how the trial was measured
     bundle = engine.export(record.config, make_context(spec, trial_number))
     out = Path(out_dir)
     try:
@@ -104,6 +105,25 @@ def _manifest(study, spec, record, command, notes, front) -> dict:
         "spec_hash": spec.spec_hash(),
         "command": command,
         "full_command": notes,
+        "uncertainty": _uncertainty(study, record),
         "versions": {**tool_versions(), **(record.attrs.get("result") or {}).get("versions", {})},
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _uncertainty(study, record) -> dict:
+    """Confidence intervals and run counts behind the exported numbers (docs/trust.md)."""
+    measurement = (record.attrs.get("result") or {}).get("measurement") or {}
+    remeasured = next(
+        (f for f in study.user_attrs.get("finalists") or [] if f.get("trial") == record.number),
+        None,
+    )
+    return {
+        "runs": measurement.get("runs", 1),
+        "intervals": measurement.get("intervals", {}),
+        "ci_level": (measurement.get("extra") or {}).get("ci_level"),
+        "per_run": (measurement.get("extra") or {}).get("runs"),
+        "capacity": (measurement.get("extra") or {}).get("capacity"),
+        "remeasured": remeasured,
+        "chosen_on_remeasurement": study.user_attrs.get("remeasured_winner") == record.number,
     }

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engines import engine_names
+from engines.accuracy import MEASURED_ONLY, AccuracySettings
 from engines.errors import SpecError
 from engines.specs import HardwareSpec, ModelSpec
 from engines.workload import WorkloadSpec
@@ -22,7 +23,15 @@ from tuner.objectives import DIRECTIONS
 
 # Settings that change how hard a study looks, not what a trial measures: resuming a study
 # with more trials or another sampler keeps its identity.
-_NOT_HASHED = {"storage", "budget", "sampler", "warm_start", "baseline", "learn_failures"}
+_NOT_HASHED = {
+    "storage",
+    "budget",
+    "sampler",
+    "warm_start",
+    "baseline",
+    "learn_failures",
+    "finalists",
+}
 SAMPLERS = ("nsga2", "tpe", "random", "grid", "gp", "auto")
 _STRICT = ConfigDict(extra="forbid")
 
@@ -85,6 +94,11 @@ class WinnerPolicy(BaseModel):
     metric: str | None = None
     tie_break: str | None = None
     tolerance: float = Field(default=0.01, ge=0, lt=1)
+    outside_noise: bool = Field(
+        default=False,
+        description="a candidate beats the incumbent (first the baseline) only when its CI "
+        "clears the incumbent's CI (its point value when it has none); see tuner.finalists",
+    )
 
     @field_validator("metric", "tie_break")
     @classmethod
@@ -92,6 +106,33 @@ class WinnerPolicy(BaseModel):
         if value is not None and value not in DIRECTIONS:
             raise ValueError(f"unknown metric {value!r}")
         return value
+
+
+class MeasurementSpec(BaseModel):
+    """How each trial measures its workload (see engines.uncertainty.MeasureSettings)."""
+
+    model_config = _STRICT
+
+    repeats: int = Field(default=1, ge=1, le=50, description="runs of the workload per trial")
+    warmup_requests: int | None = Field(
+        default=None, ge=0, description="before the first run (default: the workload's)"
+    )
+    min_duration_s: float = Field(default=0.0, ge=0, description="each run at least this long")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="CI level")
+    capacity: bool | None = Field(
+        default=None,
+        description="search capacity_rps per trial (default: when it is an objective, SLO or "
+        "winner metric)",
+    )
+
+
+class FinalistsSpec(BaseModel):
+    """Re-measure the best configs after the search, interleaved with the baseline."""
+
+    model_config = _STRICT
+
+    count: int = Field(default=0, ge=0, le=20, description="finalists (0: no re-measurement)")
+    rounds: int = Field(default=3, ge=1, le=20, description="measurements of each, interleaved")
 
 
 class StudySpec(BaseModel):
@@ -116,6 +157,11 @@ class StudySpec(BaseModel):
     )
     slos: dict[str, float] = Field(default_factory=dict)
     winner: WinnerPolicy = WinnerPolicy()
+    preset: Literal["latency", "throughput", "balanced", "cost"] | None = Field(
+        default=None, description="fills objectives, SLOs, winner and measurement (tuner.presets)"
+    )
+    measurement: MeasurementSpec = MeasurementSpec()
+    finalists: FinalistsSpec = FinalistsSpec()
     budget: Budget = Budget()
     sampler: Literal["nsga2", "tpe", "random", "grid", "gp", "auto"] = "auto"
     storage: str | None = None
@@ -133,6 +179,19 @@ class StudySpec(BaseModel):
     options: dict[str, Any] = Field(
         default_factory=dict, description="runner options (real servers)"
     )
+    accuracy: AccuracySettings | None = Field(
+        default=None,
+        description="measure accuracy after each trial's load run (engines.accuracy; real runner)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset"):
+            from tuner.presets import apply_preset
+
+            data = apply_preset(data["preset"], data)
+        return data
 
     @field_validator("engines", mode="before")
     @classmethod
@@ -163,6 +222,36 @@ class StudySpec(BaseModel):
             raise ValueError("budget.trials is required with sampler 'grid'")
         return self
 
+    @model_validator(mode="after")
+    def _accuracy_reported(self) -> StudySpec:
+        """Every accuracy metric the study uses is one its ``accuracy:`` run reports."""
+        used = {o.metric for o in self.objectives} | set(self.slos) | {self.winner_metric}
+        wanted = sorted(used & {*MEASURED_ONLY, "accuracy"})
+        if self.accuracy is None:
+            measured = [m for m in wanted if m in MEASURED_ONLY]
+            if measured:
+                raise ValueError(
+                    f"{measured[0]} comes from an accuracy run: add accuracy: {{metric: ...}}"
+                )
+            if wanted and self.runner == "real":
+                raise ValueError(
+                    "accuracy with runner real needs an accuracy: section "
+                    "(metric: agreement, kl, evalset or lm_eval)"
+                )
+            return self
+        if self.runner != "real":
+            raise ValueError(
+                "accuracy: is measured on a real server (runner: real); the sim only "
+                "estimates `accuracy` from published quantisation results"
+            )
+        missing = [m for m in wanted if m not in self.accuracy.provides]
+        if missing:
+            raise ValueError(
+                f"accuracy.metric {self.accuracy.metric} does not report {missing[0]} "
+                f"(it reports {', '.join(self.accuracy.provides)})"
+            )
+        return self
+
     @property
     def storage_url(self) -> str:
         """The Optuna storage URL (default: a SQLite file next to the studies)."""
@@ -171,6 +260,25 @@ class StudySpec(BaseModel):
     @property
     def winner_metric(self) -> str:
         return self.winner.metric or self.objectives[0].metric
+
+    @property
+    def wants_capacity(self) -> bool:
+        """Whether trials search ``capacity_rps`` (explicitly, or because something uses it)."""
+        if self.measurement.capacity is not None:
+            return self.measurement.capacity
+        used = {o.metric for o in self.objectives} | set(self.slos) | {self.winner_metric}
+        return "capacity_rps" in used or self.winner.tie_break == "capacity_rps"
+
+    def measure_options(self) -> dict[str, Any]:
+        """``ctx.options['measurement']`` for engines (engines.uncertainty.MeasureSettings)."""
+        m = self.measurement
+        return {
+            "repeats": m.repeats,
+            "warmup_requests": m.warmup_requests,
+            "min_duration_s": m.min_duration_s,
+            "level": m.confidence,
+            "capacity": self.wants_capacity,
+        }
 
     def spec_hash(self) -> str:
         """Stable hash of everything that defines the study (not its storage)."""

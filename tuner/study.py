@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from engines import Engine, EngineError, RunContext, get_engine
 from engines.errors import StudyError
 from engines.space import apply_overrides, space_defaults
+from tuner.mirror import can_mirror, in_memory_twin, persist_new
 from tuner.objectives import constraint_values, request_slo
 from tuner.search import config_params, make_sampler, suggest_config
 from tuner.spec import StudySpec, parse_spec
@@ -107,8 +108,11 @@ def load_study(name: str, storage: str) -> tuple[optuna.Study, StudySpec]:
     return study, parse_spec({**data, "storage": storage}, f"study {name}")
 
 
-def make_context(spec: StudySpec, trial_number: int | None = None) -> RunContext:
-    """The run context every engine gets for this study."""
+def make_context(
+    spec: StudySpec, trial_number: int | None = None, accuracy_reference: dict | None = None
+) -> RunContext:
+    """The run context every engine gets for this study (with its accuracy settings, if any,
+    and the reference outputs they are compared with)."""
     workdir = Path(spec.options.get("workdir", f"studies/runs/{spec.name}"))
     return RunContext(
         model=spec.model,
@@ -119,8 +123,53 @@ def make_context(spec: StudySpec, trial_number: int | None = None) -> RunContext
         workdir=workdir,
         trial_number=trial_number,
         timeout_s=spec.budget.trial_timeout_s,
-        options=spec.options,
+        options={
+            "measurement": spec.measure_options(),
+            **spec.options,
+            **_accuracy_options(spec, accuracy_reference),
+        },
     )
+
+
+def _accuracy_options(spec: StudySpec, reference: dict | None) -> dict[str, Any]:
+    if spec.accuracy is None:
+        return {}
+    return {"accuracy": spec.accuracy.model_dump(mode="json"), "accuracy_reference": reference}
+
+
+ACCURACY_REFERENCE_ATTR = "accuracy_reference"
+
+
+def accuracy_reference(
+    study: optuna.Study, spec: StudySpec, engines: dict[str, Engine], spaces: dict[str, list]
+) -> dict | None:
+    """The reference outputs accuracy is compared with: measured once per study, on the first
+    engine's defaults (plus ``accuracy.reference`` overrides), stored in the study's user attrs
+    and reused by every trial and worker (a resumed study does not measure it again)."""
+    if spec.accuracy is None or not spec.accuracy.needs_reference:
+        return None
+    stored = study.user_attrs.get(ACCURACY_REFERENCE_ATTR)
+    if stored:
+        return stored
+    from engines.accuracy import reference_config
+    from engines.serving import measure_reference
+
+    name = next(iter(engines))
+    config = reference_config(spec.accuracy, space_defaults(spaces[name]))
+    started = time.monotonic()
+    try:
+        data = measure_reference(engines[name], config, make_context(spec))
+    except EngineError as exc:
+        raise StudyError(f"the accuracy reference ({name} {config}) failed: {exc}") from None
+    overrides = "" if spec.accuracy.reference == "defaults" else " + accuracy.reference"
+    data["trial"] = f"reference ({name} defaults{overrides})"
+    data["measured_s"] = round(time.monotonic() - started, 3)
+    latest = study.user_attrs.get(ACCURACY_REFERENCE_ATTR)  # another worker may have won
+    if latest:
+        return latest
+    study.set_user_attr(ACCURACY_REFERENCE_ATTR, data)
+    log.info("accuracy reference measured in %.1f s: %s", data["measured_s"], data["trial"])
+    return data
 
 
 def build_engines(spec: StudySpec) -> dict[str, Engine]:
@@ -167,14 +216,20 @@ def run_study(
     """Run (or resume) the study until its budget is used up; returns the Optuna study."""
     engines = engines or build_engines(spec)
     spaces = search_spaces(spec, engines)
-    study = open_study(spec)
+    persistent = open_study(spec)
+    mirrored = spec.runner == "sim" and can_mirror(persistent)
+    study = in_memory_twin(persistent) if mirrored else persistent
+    stored = len(study.trials)
     _enqueue_starts(study, spec, engines, spaces)
     deadline = time.monotonic() + spec.budget.minutes * 60 if spec.budget.minutes else math.inf
     total = spec.budget.trials
     try:
+        accuracy_reference(study, spec, engines, spaces)  # before any trial: fails early
         rejected_in_a_row = 0
         while (total is None or counted_trials(study) < total) and time.monotonic() < deadline:
             outcome = run_one_trial(study, spec, engines, spaces)
+            if mirrored:
+                stored = persist_new(study, persistent, stored)
             if progress:
                 progress(outcome, counted_trials(study), total)
             rejected_in_a_row = rejected_in_a_row + 1 if outcome.state == "PRUNED" else 0
@@ -188,9 +243,11 @@ def run_study(
             if outcome.reason == "grid_exhausted":
                 break
     finally:
+        if mirrored:  # the trial an interrupt ended (FAIL "interrupted") is kept too
+            persist_new(study, persistent, stored)
         for engine in engines.values():
             engine.close()
-    return study
+    return persistent
 
 
 def run_one_trial(
@@ -204,7 +261,7 @@ def run_one_trial(
         study.tell(trial, state=TrialState.PRUNED)
         raise
     engine = engines[engine_name]
-    ctx = make_context(spec, trial.number)
+    ctx = make_context(spec, trial.number, accuracy_reference(study, spec, engines, spaces))
     trial.set_user_attr("engine", engine_name)
     trial.set_user_attr("config", config)
     veto = pre_run_veto(

@@ -13,6 +13,11 @@ set ``server_command`` (a list replacing ``argv[0:2]``, e.g. ``[sys.executable, 
 "engines.standin.openai_server"]``), ``env`` (extra environment), ``startup_timeout_s``,
 ``stop_grace_s``, ``request_timeout_s``, ``endpoint`` (``completions`` or ``chat``) and
 ``extra_body`` (merged into every request).
+
+``ctx.options['measurement']`` (:class:`engines.uncertainty.MeasureSettings`) asks for repeats
+(combined with confidence intervals), warmup, a minimum run length and a capacity search
+(``ctx.options['capacity']`` tunes it); each run is wrapped in NVML power sampling
+(:mod:`.power`) and priced per million output tokens.
 """
 
 from __future__ import annotations
@@ -21,17 +26,20 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
 from engines.base import Config, Engine, RunContext
 from engines.errors import EngineError
-from engines.metrics import Measurement, summarize
+from engines.metrics import Measurement, RequestRecord, cost_per_mtok, summarize
 from engines.serving.lifecycle import HOST, ServerProcess, classify_failure, free_port
 from engines.serving.loadgen import LoadRequest, LoadResult, run_load
 from engines.serving.pool import ServerPool, restart_key
+from engines.serving.power import PowerReading, PowerSampler, visible_gpus
 from engines.serving.prompts import PromptMaker, is_sharegpt, load_tokenizer, read_sharegpt
+from engines.uncertainty import MeasureSettings, combine_runs
 from engines.workload import RequestPlan, plan_requests
 
 log = logging.getLogger(__name__)
@@ -46,6 +54,53 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
     Raises EngineError with a reason (``oom``, ``invalid_argument``, ``port_clash``,
     ``startup_timeout``, ``crash``, ``http_error``, ``hang``) when the trial cannot be measured.
     """
+    server, reused = _acquire(engine, config, ctx)
+    model_id = _served_model(server, ctx)
+    requests, plan, tokenizer_label = _requests(ctx)
+    chat = ctx.options.get("endpoint", "completions") == "chat"
+    settings = MeasureSettings.from_options(ctx.options)
+    load = {
+        "chat": chat,
+        "request_timeout_s": float(ctx.options.get("request_timeout_s", min(ctx.timeout_s, 600))),
+        "extra_body": ctx.options.get("extra_body"),
+    }
+    gpus = _gpu_count(engine, config, ctx)
+    started = time.monotonic()
+    runs: list[Measurement] = []
+    records: list[list[RequestRecord]] = []
+    for index in range(settings.repeats):
+        remaining = ctx.timeout_s - (time.monotonic() - started)
+        with PowerSampler(visible_gpus(gpus)) as power:
+            result = _timed_run(server, model_id, requests, plan, settings, index, remaining, load)
+        measured = _summarize(engine, config, ctx, result, server, reused, tokenizer_label, chat)
+        runs.append(_with_energy_and_cost(measured, power.reading, ctx, gpus))  # type: ignore[arg-type]
+        records.append(result.records)
+    combined = combine_runs(runs, records, settings.level, seed=ctx.seed)
+    if settings.capacity:
+        combined = _with_capacity(combined, server, model_id, requests[plan.warmup :], ctx, load)
+    if ctx.options.get("accuracy"):
+        combined = _with_accuracy(combined, engine, config, ctx, server, model_id)
+    return combined
+
+
+def measure_reference(engine: Engine, config: Config, ctx: RunContext) -> dict:
+    """Serve ``config`` (the study's accuracy reference) and record its outputs once.
+
+    ``ctx.options["accuracy"]`` holds the study's accuracy settings. The server stays in the pool,
+    so a first trial with the same config reuses it.
+    """
+    from engines.accuracy import AccuracySettings, collect_reference_outputs
+
+    settings = AccuracySettings.model_validate(ctx.options["accuracy"])
+    server, _ = _acquire(engine, config, ctx)
+    data = collect_reference_outputs(
+        server.base_url, _served_model(server, ctx), settings, _request_timeout(ctx)
+    )
+    return {**data, "engine": engine.name, "config": dict(config)}
+
+
+def _acquire(engine: Engine, config: Config, ctx: RunContext) -> tuple[ServerProcess, bool]:
+    """The pooled server for ``config`` (reused when only restart-free options changed)."""
     prepare = getattr(engine, "prepare", None)
     if callable(prepare):
         prepare(config, ctx)
@@ -57,34 +112,179 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
         command=ctx.options.get("server_command"),
         env=ctx.options.get("env"),
     )
-    server, reused = _POOL.acquire(key, lambda: _start(engine, config, ctx))
-    model_id = _served_model(server, ctx)
-    requests, plan, tokenizer_label = _requests(ctx)
-    chat = ctx.options.get("endpoint", "completions") == "chat"
+    return _POOL.acquire(key, lambda: _start(engine, config, ctx))
+
+
+def _request_timeout(ctx: RunContext) -> float:
+    return float(ctx.options.get("request_timeout_s", min(ctx.timeout_s, 600)))
+
+
+def _with_accuracy(
+    measured: Measurement,
+    engine: Engine,
+    config: Config,
+    ctx: RunContext,
+    server: ServerProcess,
+    model_id: str,
+) -> Measurement:
+    """Run the study's accuracy suite on the same server after the load run (engines.accuracy)."""
+    from engines.accuracy import AccuracySettings, run_suite
+
+    settings = AccuracySettings.model_validate(ctx.options["accuracy"])
     try:
-        result = run_load(
-            server.base_url,
-            model_id,
-            requests,
-            arrival_s=plan.arrival_s,
-            concurrency=plan.concurrency,
-            warmup=plan.warmup,
-            chat=chat,
-            request_timeout_s=float(ctx.options.get("request_timeout_s", min(ctx.timeout_s, 600))),
-            extra_body=ctx.options.get("extra_body"),
-            deadline_s=ctx.timeout_s,
+        context = int(engine.plan(config, ctx).max_model_len)
+    except Exception:  # an engine whose plan needs more than this config has
+        context = int(ctx.model.max_context)
+    report = run_suite(
+        server.base_url,
+        model_id,
+        settings,
+        context_tokens=context,
+        reference=ctx.options.get("accuracy_reference"),
+        workdir=ctx.workdir,
+        timeout_s=_request_timeout(ctx),
+    )
+    if not server.alive():
+        _POOL.discard()
+        raise server.failure()
+    return report.apply(measured)
+
+
+def _timed_run(
+    server: ServerProcess,
+    model_id: str,
+    requests: list[LoadRequest],
+    plan: RequestPlan,
+    settings: MeasureSettings,
+    index: int,
+    remaining_s: float,
+    load: dict,
+) -> LoadResult:
+    """One run of the workload (repeated until ``settings.min_duration_s``), warmup before the
+    first run only; a run past the trial's time is a ``hang``."""
+    try:
+        result = _repeated_load(
+            server, model_id, requests, plan, settings, index, remaining_s, load
         )
     except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
         _POOL.discard()  # a server that stalls is not trusted with the next trial
         raise EngineError(
             "hang",
-            f"the load run took over {ctx.timeout_s:g} s (log: {server.log_path})",
+            f"the load run took over {remaining_s:g} s (log: {server.log_path})",
             log_path=str(server.log_path),
         ) from None
     if not server.alive():
         _POOL.discard()
         raise server.failure()
-    return _summarize(engine, config, ctx, result, server, reused, tokenizer_label, chat)
+    return result
+
+
+def _repeated_load(
+    server: ServerProcess,
+    model_id: str,
+    requests: list[LoadRequest],
+    plan: RequestPlan,
+    settings: MeasureSettings,
+    index: int,
+    remaining_s: float,
+    load: dict,
+) -> LoadResult:
+    measured = requests[plan.warmup :]
+    arrivals = None if plan.arrival_s is None else list(plan.arrival_s[plan.warmup :])
+    warm: list[LoadRequest] = []
+    if index == 0:
+        count = plan.warmup if settings.warmup_requests is None else settings.warmup_requests
+        warm = requests[:count] if count <= plan.warmup else _cycled(measured, count)
+    records: list[RequestRecord] = []
+    warmup_records: list[RequestRecord] = []
+    duration, deadline = 0.0, time.monotonic() + remaining_s
+    while True:
+        result = run_load(
+            server.base_url,
+            model_id,
+            [*warm, *measured],
+            arrival_s=None if arrivals is None else [0.0] * len(warm) + arrivals,
+            concurrency=plan.concurrency,
+            warmup=len(warm),
+            deadline_s=max(deadline - time.monotonic(), 1.0),
+            **load,
+        )
+        records += [_shifted(r, duration) for r in result.records]
+        warmup_records += result.warmup_records
+        duration += result.duration_s
+        warm = []
+        if duration >= settings.min_duration_s or not measured:
+            return LoadResult(records, duration, warmup_records)
+
+
+def _cycled(requests: list[LoadRequest], count: int) -> list[LoadRequest]:
+    return [requests[i % len(requests)] for i in range(count)] if requests else []
+
+
+def _shifted(record: RequestRecord, offset: float) -> RequestRecord:
+    if not offset:
+        return record
+    first = None if record.first_token_s is None else record.first_token_s + offset
+    return dataclasses.replace(
+        record, start_s=record.start_s + offset, first_token_s=first, end_s=record.end_s + offset
+    )
+
+
+def _with_energy_and_cost(
+    measured: Measurement, power: PowerReading, ctx: RunContext, gpus: int
+) -> Measurement:
+    """Joules per output token from NVML (when it could sample) and $ per 1M output tokens."""
+    tokens = measured.output_tokens_per_s * measured.duration_s
+    extra = {**measured.extra, "power": power.to_dict()}
+    return dataclasses.replace(
+        measured,
+        joules_per_token=power.joules_per_token(tokens),
+        cost_per_mtok_usd=cost_per_mtok(
+            measured.output_tokens_per_s, gpus, ctx.hardware.price_per_gpu_hour
+        ),
+        extra=extra,
+    )
+
+
+def _with_capacity(
+    measured: Measurement,
+    server: ServerProcess,
+    model_id: str,
+    requests: list[LoadRequest],
+    ctx: RunContext,
+    load: dict,
+) -> Measurement:
+    """Search the highest request rate within the SLOs on the same running server."""
+    from engines.serving.capacity import CapacityLimits, measure_capacity
+
+    options = ctx.options.get("capacity") or {}
+    result = measure_capacity(
+        server.base_url,
+        model_id,
+        requests,
+        CapacityLimits.from_slo(ctx.slo, float(options.get("max_error_rate", 0.01))),
+        start_rps=max(measured.requests_per_s, 0.1),
+        min_requests=int(options.get("min_requests", 50)),
+        min_duration_s=float(options.get("min_duration_s", 10.0)),
+        arrival=options.get("arrival", "poisson"),
+        max_steps=int(options.get("max_steps", 8)),
+        rel_tol=float(options.get("rel_tol", 0.1)),
+        seed=ctx.seed,
+        slo=ctx.slo,
+        **load,
+    )
+    return dataclasses.replace(
+        measured,
+        capacity_rps=result.capacity_rps,
+        extra={**measured.extra, "capacity": result.to_dict()},
+    )
+
+
+def _gpu_count(engine: Engine, config: Config, ctx: RunContext) -> int:
+    try:
+        return int(engine.plan(config, ctx).gpus)
+    except Exception:  # an engine whose plan needs more than this config has
+        return 1
 
 
 def close_servers() -> None:
@@ -206,10 +406,7 @@ def _summarize(
             f"every request failed ({', '.join(kinds)}); log: {server.log_path}",
             log_path=str(server.log_path),
         )
-    try:
-        gpus = engine.plan(config, ctx).gpus
-    except Exception:  # an engine whose plan needs more than this config has
-        gpus = 1
+    gpus = _gpu_count(engine, config, ctx)
     extra = {
         "server_start_s": server.start_s,
         "server_reused": reused,
@@ -231,6 +428,7 @@ __all__ = [
     "classify_failure",
     "close_servers",
     "free_port",
+    "measure_reference",
     "measure_server",
     "run_load",
 ]

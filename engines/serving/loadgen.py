@@ -1,37 +1,45 @@
 """Drive an OpenAI-compatible server with planned traffic and time every streamed chunk.
 
-One shared ``httpx.AsyncClient`` sends ``/v1/completions`` (or ``/v1/chat/completions``) requests
-with ``stream: true``, ``stream_options.include_usage``, ``ignore_eos`` and ``max_tokens`` equal
-to the planned output length, either closed-loop (N workers, each sending its next request when
-the last one ends) or open-loop at the plan's arrival offsets (optionally capped at N in flight).
+Requests go to ``/v1/completions`` (or ``/v1/chat/completions``) with ``stream: true``,
+``stream_options.include_usage``, ``ignore_eos`` and ``max_tokens`` equal to the planned output
+length, either closed-loop (``concurrency`` requests in flight: each one ends, the next is sent
+at once) or open-loop at the plan's arrival offsets (optionally capped at N in flight).
 
 Timing follows ``vllm bench serve`` with ``time.perf_counter``: a request starts just before it is
-sent; TTFT is the first chunk that carries text; ITL is the gap between consecutive text chunks
-(one per chunk, not per token); the request ends at its last text chunk. Output tokens come from
-the usage chunk when the server sends one, else one per text chunk. Warmup requests run first
-and are left out; the measured window runs from the first measured send to the last completion.
+written to its connection; TTFT is the first chunk that carries text; ITL is the gap between
+consecutive text chunks (one per chunk, not per token); the request ends at its last text chunk.
+Output tokens come from the usage chunk when the server sends one, else one per text chunk.
+Warmup requests run first and are left out; the measured window runs from the common start
+``t0`` to the last completion.
+
+The generator must never be the bottleneck: the HTTP client is :mod:`engines.serving.sse_client`
+(a few µs of CPU per streamed token, not httpx's ~60), and at high concurrency the plan is
+sharded over worker processes (:mod:`engines.serving.loadgen_worker`), each with its own event
+loop and a share of the concurrency, started together after every warmup has ended.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
+import os
+import pickle
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from engines.metrics import RequestRecord
+from engines.serving import loadgen_worker
+from engines.serving.loadgen_worker import Shard, ShardResult, run_shard
+from engines.serving.sse_client import Pool, RawRecord
 
-if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-    # httpcore tries `import sniffio` several times per request; when it is not installed each
-    # failed import searches sys.path (~0.3 ms, a third of a loopback TTFT). A None entry makes
-    # the import fail at once, which httpcore already handles as "running under asyncio".
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
+#: Above this many requests in flight ``processes="auto"`` shards: one event loop takes ~10-15k
+#: streamed tokens/s with room to spare (bench/results/bench_loadgen.json), and 128 streams at a
+#: fast decode (~10 ms ITL) already ask for 12.8k.
+STREAMS_PER_PROCESS = 128
+_START_MARGIN_S = 0.05  # between the last worker's "ready" and the common start
 
 
 @dataclass(frozen=True)
@@ -50,57 +58,7 @@ class LoadResult:
     records: list[RequestRecord]
     duration_s: float
     warmup_records: list[RequestRecord] = field(default_factory=list)
-
-
-@dataclass
-class _Stream:
-    """What one response stream delivered so far."""
-
-    sent: float | None = None
-    first: float | None = None
-    last: float | None = None
-    itl: list[float] = field(default_factory=list)
-    chunks: int = 0
-    usage: Mapping[str, Any] | None = None
-    done: bool = False
-    error: str | None = None
-
-    async def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        """httpcore trace hook: stamp the moment the request's headers start going out."""
-        if event == "http11.send_request_body.complete":
-            self.sent = time.perf_counter()
-
-    def feed(self, line: bytes, now: float) -> None:
-        if not line.startswith(b"data:"):
-            return  # comments, event names, blank keep-alives
-        payload = line[5:].strip().decode()
-        if payload == "[DONE]":
-            self.done = True
-            return
-        data = _decode(payload)
-        if "error" in data and not data.get("choices"):
-            self.error = "stream_error"
-            return
-        if data.get("usage"):
-            self.usage = data["usage"]
-        choices = data.get("choices")
-        if not choices:
-            return
-        choice = choices[0]
-        text = (
-            choice.get("text") if "text" in choice else (choice.get("delta") or {}).get("content")
-        )
-        if not text:
-            return
-        if self.first is None:
-            self.first = now
-        else:
-            self.itl.append(now - self.last)  # type: ignore[operator]
-        self.last = now
-        self.chunks += 1
-
-
-_decode = json.JSONDecoder().decode
+    processes: int = 1
 
 
 def request_body(
@@ -124,66 +82,19 @@ def request_body(
     return json.dumps(body).encode()
 
 
-async def send_one(
-    client: httpx.AsyncClient,
-    url: str,
-    body: bytes,
-    request: LoadRequest,
-    t0: float,
-    timeout_s: float,
-) -> RequestRecord:
-    """Send one streamed request and time it; failures become a record with ``error`` set."""
-    stream = _Stream()
-    start = time.perf_counter()
-    try:
-        await asyncio.wait_for(_consume(client, url, body, stream), timeout_s)
-    except asyncio.TimeoutError:
-        stream.error = "timeout"
-    except httpx.ConnectError:
-        stream.error = "connect"
-    except httpx.TimeoutException:
-        stream.error = "timeout"
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-        stream.error = "stream_cut"
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        stream.error = "bad_chunk"
-    end = stream.last if stream.last is not None else time.perf_counter()
-    if stream.error is None and not stream.done:
-        stream.error = "stream_cut"
-    if stream.error is None and stream.first is None:
-        stream.error = "no_output"
-    usage = stream.usage or {}
-    start = stream.sent if stream.sent is not None else start
-    return RequestRecord(
-        start_s=start - t0,
-        first_token_s=None if stream.first is None else stream.first - t0,
-        end_s=end - t0,
-        input_tokens=int(usage.get("prompt_tokens") or request.input_tokens),
-        output_tokens=int(usage.get("completion_tokens") or stream.chunks),
-        itl_s=tuple(stream.itl),
-        error=stream.error,
-    )
-
-
-async def _consume(client: httpx.AsyncClient, url: str, body: bytes, stream: _Stream) -> None:
-    headers = {"content-type": "application/json", "accept": "text/event-stream"}
-    async with client.stream(
-        "POST", url, content=body, headers=headers, extensions={"trace": stream.trace}
-    ) as response:
-        if response.status_code != 200:
-            await response.aread()
-            stream.error = f"http_{response.status_code}"
-            return
-        pending = b""
-        async for data in response.aiter_raw():
-            now = time.perf_counter()
-            lines = (pending + data).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                if len(line) > 1:  # skip the blank line ending each event
-                    stream.feed(line.rstrip(b"\r"), now)
-            if stream.error:
-                return
+def choose_processes(
+    processes: int | str, concurrency: int | None, count: int, cpus: int | None = None
+) -> int:
+    """Worker processes for a run: ``processes`` itself, or for ``"auto"`` one per
+    :data:`STREAMS_PER_PROCESS` requests in flight (``count`` when uncapped), at most one per
+    spare CPU (one is left to the server's front end when it shares the machine)."""
+    if processes != "auto":
+        if not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"loadgen_processes must be 'auto' or a positive int: {processes!r}")
+        return processes
+    in_flight = concurrency or count
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, min(-(-in_flight // STREAMS_PER_PROCESS), cpus - 1))
 
 
 async def run_load_async(
@@ -198,73 +109,29 @@ async def run_load_async(
     request_timeout_s: float = 600.0,
     extra_body: Mapping[str, Any] | None = None,
     deadline_s: float | None = None,
+    processes: int | str = "auto",
 ) -> LoadResult:
     """Send ``requests`` (the first ``warmup`` of them as warmup) and time them.
 
     ``arrival_s`` None means closed loop at ``concurrency`` (required then); otherwise requests
     are released at those offsets (re-based to the first measured one), at most ``concurrency``
-    in flight when given. The whole run raises ``TimeoutError`` after ``deadline_s``.
+    in flight when given. ``processes`` shards the plan over worker processes (``"auto"``: see
+    :func:`choose_processes`). The whole run raises ``TimeoutError`` after ``deadline_s``.
     """
-    return await asyncio.wait_for(
-        _run(
-            base_url,
-            model,
-            requests,
-            arrival_s,
-            concurrency,
-            warmup,
-            chat,
-            request_timeout_s,
-            extra_body,
-        ),
-        deadline_s,
-    )
-
-
-async def _run(
-    base_url: str,
-    model: str,
-    requests: Sequence[LoadRequest],
-    arrival_s: Sequence[float] | None,
-    concurrency: int | None,
-    warmup: int,
-    chat: bool,
-    request_timeout_s: float,
-    extra_body: Mapping[str, Any] | None,
-) -> LoadResult:
     if arrival_s is None and not concurrency:
         raise ValueError("closed-loop load needs a concurrency")
-    url = base_url.rstrip("/") + ("/v1/chat/completions" if chat else "/v1/completions")
-    bodies = [request_body(model, r, chat, extra_body) for r in requests]
-    cap = concurrency or None
-    limits = httpx.Limits(max_connections=cap, max_keepalive_connections=cap)
-    timeout = httpx.Timeout(request_timeout_s, connect=30.0)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
-        warm_idx = list(range(min(warmup, len(requests))))
-        t_warm = time.perf_counter()
-        warm = await _closed_loop(
-            client,
-            url,
-            bodies,
-            requests,
-            warm_idx,
-            min(len(warm_idx), cap or len(warm_idx)) or 1,
-            t_warm,
-            request_timeout_s,
-        )
-        measured = list(range(len(warm_idx), len(requests)))
-        t0 = time.perf_counter()
-        if arrival_s is None:
-            records = await _closed_loop(
-                client, url, bodies, requests, measured, cap or 1, t0, request_timeout_s
-            )
-        else:
-            offsets = [arrival_s[i] - arrival_s[measured[0]] for i in measured] if measured else []
-            records = await _open_loop(
-                client, url, bodies, requests, measured, offsets, cap, t0, request_timeout_s
-            )
-        duration = time.perf_counter() - t0
-    return LoadResult(records=records, duration_s=duration, warmup_records=warm)
+    pool = Pool(base_url)  # checks the URL before anything is sent
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    wire = [pool.request_bytes(path, request_body(model, r, chat, extra_body)) for r in requests]
+    warm = min(warmup, len(requests))
+    offsets = None
+    if arrival_s is not None:
+        offsets = [arrival_s[i] - arrival_s[warm] for i in range(warm, len(requests))]
+    count = choose_processes(processes, concurrency, len(requests) - warm)
+    shards, owners = _split(base_url, wire, warm, concurrency, offsets, request_timeout_s, count)
+    run = _in_process(shards[0]) if count == 1 else _in_workers(shards)
+    results = await asyncio.wait_for(run, deadline_s)
+    return _merge(results, owners, requests, warm)
 
 
 def run_load(
@@ -274,51 +141,113 @@ def run_load(
     return asyncio.run(run_load_async(base_url, model, requests, **options))
 
 
-async def _closed_loop(
-    client: httpx.AsyncClient,
-    url: str,
-    bodies: list[bytes],
-    requests: Sequence[LoadRequest],
-    indices: list[int],
-    workers: int,
-    t0: float,
+def _split(
+    base_url: str,
+    wire: list[bytes],
+    warm: int,
+    concurrency: int | None,
+    offsets: list[float] | None,
     timeout_s: float,
-) -> list[RequestRecord]:
-    records: list[RequestRecord | None] = [None] * len(indices)
-    queue = iter(range(len(indices)))
+    count: int,
+) -> tuple[list[Shard], list[tuple[list[int], list[int]]]]:
+    """``count`` shards with equal shares of the concurrency (the first ones get the remainder)
+    and of the requests, interleaved so each shard sees the plan's mix and arrival pattern; plus
+    each shard's (warmup, measured) indices into the plan."""
+    count = min(count, concurrency or count, max(1, len(wire) - warm))
+    shares = [None] * count if not concurrency else _shares(concurrency, count)
+    shards, owners = [], []
+    for k in range(count):
+        warm_idx = list(range(k, warm, count))
+        measured_idx = list(range(warm + k, len(wire), count))
+        shards.append(
+            Shard(
+                base_url=base_url,
+                warmup=[wire[i] for i in warm_idx],
+                measured=[wire[i] for i in measured_idx],
+                concurrency=shares[k],
+                offsets=None if offsets is None else [offsets[i - warm] for i in measured_idx],
+                timeout_s=timeout_s,
+            )
+        )
+        owners.append((warm_idx, measured_idx))
+    return shards, owners
 
-    async def worker() -> None:
-        for slot in queue:
-            i = indices[slot]
-            records[slot] = await send_one(client, url, bodies[i], requests[i], t0, timeout_s)
 
-    await asyncio.gather(*(worker() for _ in range(min(workers, len(indices)))))
-    return [r for r in records if r is not None]
+def _shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (k < total % parts) for k in range(parts)]
 
 
-async def _open_loop(
-    client: httpx.AsyncClient,
-    url: str,
-    bodies: list[bytes],
+async def _in_process(shard: Shard) -> list[ShardResult]:
+    async def now() -> float:
+        return time.perf_counter()
+
+    return [await run_shard(shard, now)]
+
+
+async def _in_workers(shards: list[Shard]) -> list[ShardResult]:
+    """Run each shard in a worker process; start their measured phases at one common ``t0``."""
+    procs = []
+    try:
+        for shard in shards:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                loadgen_worker.__file__,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            procs.append(proc)
+            proc.stdin.write(pickle.dumps(vars(shard), protocol=pickle.HIGHEST_PROTOCOL))  # type: ignore[union-attr]
+        for proc in procs:
+            if await proc.stdout.readline() != b"ready\n":  # type: ignore[union-attr]
+                raise RuntimeError(f"load generator worker {proc.pid} died during warmup")
+        t0 = time.perf_counter() + _START_MARGIN_S
+        for proc in procs:
+            proc.stdin.write(f"{t0!r}\n".encode())  # type: ignore[union-attr]
+            await proc.stdin.drain()  # type: ignore[union-attr]
+        outputs = [await proc.stdout.read() for proc in procs]  # type: ignore[union-attr]
+        for proc in procs:
+            if await proc.wait() != 0:
+                raise RuntimeError(f"load generator worker {proc.pid} failed")
+        return [ShardResult(**pickle.loads(out)) for out in outputs]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+def _merge(
+    results: list[ShardResult],
+    owners: list[tuple[list[int], list[int]]],
     requests: Sequence[LoadRequest],
-    indices: list[int],
-    offsets: Sequence[float],
-    cap: int | None,
-    t0: float,
-    timeout_s: float,
-) -> list[RequestRecord]:
-    gate = asyncio.Semaphore(cap) if cap else None
+    warm: int,
+) -> LoadResult:
+    """Records in plan order, times relative to the common start (each warmup to its own)."""
+    t0 = min(r.t0 for r in results)
+    t_warm = min((raw[0] for r in results for raw in r.warmup), default=t0)
+    measured: list[RequestRecord | None] = [None] * (len(requests) - warm)
+    warmup: list[RequestRecord | None] = [None] * warm
+    for result, (warm_idx, measured_idx) in zip(results, owners, strict=True):
+        for i, raw in zip(warm_idx, result.warmup, strict=True):
+            warmup[i] = _record(raw, t_warm, requests[i])
+        for i, raw in zip(measured_idx, result.measured, strict=True):
+            measured[i - warm] = _record(raw, t0, requests[i])
+    return LoadResult(
+        records=[r for r in measured if r is not None],
+        duration_s=max(r.end for r in results) - t0,
+        warmup_records=[r for r in warmup if r is not None],
+        processes=len(results),
+    )
 
-    async def fire(i: int) -> RequestRecord:
-        if gate is None:
-            return await send_one(client, url, bodies[i], requests[i], t0, timeout_s)
-        async with gate:
-            return await send_one(client, url, bodies[i], requests[i], t0, timeout_s)
 
-    tasks = []
-    for i, offset in zip(indices, offsets, strict=True):
-        delay = t0 + offset - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(fire(i)))
-    return list(await asyncio.gather(*tasks))
+def _record(raw: RawRecord, t0: float, request: LoadRequest) -> RequestRecord:
+    start, first, end, prompt, completion, chunks, itl, error = raw
+    return RequestRecord(
+        start_s=start - t0,
+        first_token_s=None if first is None else first - t0,
+        end_s=end - t0,
+        input_tokens=prompt or request.input_tokens,
+        output_tokens=completion or chunks,
+        itl_s=itl,
+        error=error,
+    )

@@ -7,10 +7,13 @@ each continuous-batching step with a roofline and an engine efficiency profile.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from engines.base import Config, Engine, ExportBundle, Param, RunContext, ServingPlan
 from engines.metrics import Measurement
 from engines.sim.simulate import simulate
 from engines.specs import HardwareSpec, ModelSpec
+from engines.uncertainty import MeasureSettings
 
 
 class SimulatedEngine(Engine):
@@ -32,7 +35,19 @@ class SimulatedEngine(Engine):
         return self.target.engine_rules(config, ctx)
 
     def run(self, config: Config, ctx: RunContext) -> Measurement:
-        return simulate(self.target.name, self.plan(config, ctx), ctx, profile=self.profile)
+        plan = self.plan(config, ctx)
+        measured = simulate(self.target.name, plan, ctx, profile=self.profile)
+        if MeasureSettings.from_options(ctx.options).capacity:
+            from engines.serving.capacity import estimate_capacity
+
+            found = estimate_capacity(
+                lambda c: simulate(self.target.name, plan, c, profile=self.profile),
+                ctx,
+                start_rps=max(measured.requests_per_s, 0.1),
+            )
+            extra = {**measured.extra, "capacity": found.to_dict()}
+            measured = replace(measured, capacity_rps=found.capacity_rps, extra=extra)
+        return measured
 
     def export(self, config: Config, ctx: RunContext) -> ExportBundle:
         return self.target.export(config, ctx)

@@ -14,7 +14,11 @@ Tokens are words: a prompt has ``len(prompt.split())`` tokens (or, when the mode
 directory with ``tokenizer.json`` and ``tokenizers`` is installed, that tokenizer's count) and the
 output is ``" t0 t1 ..."``, one word a chunk. With ``echo`` and ``logprobs``, prompt words get
 :func:`token_logprob` (first token ``None``, as the OpenAI API does), so accuracy code can be
-tested against known values.
+tested against known values. ``top_logprobs`` come from :func:`position_logprobs`, a fixed
+next-word distribution per position (for prompt and generated words alike); ``--precision-noise``
+perturbs it deterministically, as a quantized model perturbs a bf16 one, and vLLM's
+``--quantization``/``--kv-cache-dtype`` flags set that noise (:data:`PRECISION_NOISE`), so
+agreement and KL against a reference can be checked by hand.
 
 ``vllm serve``'s argv is accepted as is (``MODEL --host H --port P --max-num-seqs N ...``):
 flags it does not know are ignored. Faults (``--fault``) imitate how real servers fail.
@@ -28,6 +32,7 @@ import json
 import logging
 import os
 import random
+import re
 import selectors
 import signal
 import sys
@@ -63,6 +68,33 @@ def token_logprob(word: str) -> float:
     return -round(0.01 + (zlib.crc32(word.encode()) % 1000) / 250.0, 4)
 
 
+# Noise a vLLM flag adds to every logprob (amplitude, nats); bf16 with an auto KV cache adds none.
+PRECISION_NOISE = {
+    "quantization": {"fp8": 0.6, "awq": 1.2, "gptq": 1.2},
+    "kv_cache_dtype": {"fp8": 0.3},
+}
+_ALTERNATIVES = ("the", "of", "and", "to", "in", "that", "a", "is", "for", "be", "by", "as")
+
+
+def position_logprobs(prev: str, word: str, k: int, noise: float = 0.0) -> dict[str, float]:
+    """Top-``k`` next-word logprobs after ``prev``, plus ``word`` (the token actually there).
+
+    Candidates are ``word`` (logprob :func:`token_logprob`) and four words of a small list chosen
+    by ``prev`` (logprobs in [-3, -0.5)). ``noise`` adds ``noise * u`` to each, ``u`` in [-1, 1] a
+    hash of (prev, candidate), clipped below 0: deterministic, like a quantized model's drift.
+    """
+    start = zlib.crc32(prev.encode()) % len(_ALTERNATIVES)
+    alts = [_ALTERNATIVES[(start + j) % len(_ALTERNATIVES)] for j in range(4)]
+    raw = {a: -round(0.5 + (zlib.crc32(f"{prev}|{a}".encode()) % 1000) / 400.0, 4) for a in alts}
+    raw[word] = token_logprob(word)
+    if noise:
+        for token, value in raw.items():
+            u = (zlib.crc32(f"noise|{prev}|{token}".encode()) % 2001 - 1000) / 1000.0
+            raw[token] = round(min(value + noise * u, -1e-4), 4)
+    ranked = sorted(raw.items(), key=lambda kv: (-kv[1], kv[0]))[: max(k, 1)]
+    return {**dict(ranked), word: raw[word]}
+
+
 @dataclass
 class Settings:
     """What the stand-in was started with."""
@@ -76,6 +108,7 @@ class Settings:
     fault_every: int = 1
     startup_s: float = 0.0
     seed: int = 0
+    precision_noise: float = 0.0
 
 
 @dataclass
@@ -250,7 +283,8 @@ async def generate(
         return True
     prompt = prompt_text(chat, body)
     n_prompt = count_tokens(state, prompt)
-    n_out = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
+    asked = body.get("max_completion_tokens", body.get("max_tokens"))
+    n_out = 16 if asked is None else int(asked)  # 0 is honoured: echo-only scoring
     state.waiting += 1
     if state.slots is not None:
         await state.slots.acquire()
@@ -338,11 +372,15 @@ def full_response(
     if chat:
         choice["message"] = {"role": "assistant", "content": text}
     else:
-        words = prompt.split()
+        k = body.get("logprobs")
         if body.get("echo"):
             text = prompt + text
-            if body.get("logprobs") is not None:
-                choice["logprobs"] = echo_logprobs(words)
+            if k is not None:
+                choice["logprobs"] = echo_logprobs(text, int(k), state.settings.precision_noise)
+        elif k is not None:
+            generated = echo_logprobs(prompt + text, int(k), state.settings.precision_noise)
+            n_words = len(prompt.split())
+            choice["logprobs"] = {key: values[n_words:] for key, values in generated.items()}
         choice["text"] = text
     state.totals["prompt_tokens"] += n_prompt
     state.totals["generation_tokens"] += n_out
@@ -360,15 +398,25 @@ def full_response(
     }
 
 
-def echo_logprobs(words: list[str]) -> dict[str, Any]:
-    """Prompt logprobs in the legacy completions format (the first token has none)."""
-    offsets, position = [], 0
-    for word in words:
-        offsets.append(position)
-        position += len(word) + 1
-    values: list[float | None] = [None] + [token_logprob(w) for w in words[1:]]
-    tops = [None] + [{w: token_logprob(w)} for w in words[1:]]
-    return {"tokens": words, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+def echo_logprobs(text: str, k: int = 1, noise: float = 0.0) -> dict[str, Any]:
+    """Logprobs of every word of ``text`` in the legacy completions format (the first has none).
+
+    Without noise a word's logprob is :func:`token_logprob`; ``top_logprobs`` hold the top ``k``
+    of :func:`position_logprobs` plus the word itself, as vLLM returns them.
+    """
+    found = [(m.group(), m.start()) for m in re.finditer(r"\S+", text)]
+    words = [w for w, _ in found]
+    tops: list[dict[str, float] | None] = [None] + [
+        position_logprobs(prev, word, k, noise)
+        for prev, word in zip(words, words[1:], strict=False)
+    ]
+    values = [None if top is None else top[word] for top, word in zip(tops, words, strict=True)]
+    return {
+        "tokens": words,
+        "token_logprobs": values,
+        "top_logprobs": tops,
+        "text_offset": [offset for _, offset in found],
+    }
 
 
 # ---------------------------------------------------------------- start-up
@@ -388,6 +436,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--fault-every", type=int, default=1)
     parser.add_argument("--startup-s", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision-noise",
+        type=float,
+        default=None,
+        help="perturb logprobs by up to this many nats (default: from --quantization and "
+        "--kv-cache-dtype, see PRECISION_NOISE)",
+    )
+    parser.add_argument("--quantization", default=None)
+    parser.add_argument("--kv-cache-dtype", default=None)
     parser.add_argument(
         "--loop",
         choices=("select", "epoll"),
@@ -419,6 +476,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         fault_every=max(1, args.fault_every),
         startup_s=startup,
         seed=args.seed,
+        precision_noise=(
+            args.precision_noise
+            if args.precision_noise is not None
+            else PRECISION_NOISE["quantization"].get(args.quantization or "", 0.0)
+            + PRECISION_NOISE["kv_cache_dtype"].get(args.kv_cache_dtype or "", 0.0)
+        ),
     )
     return args, settings
 

@@ -302,7 +302,7 @@ class TrtllmEngine(Engine):
             "serve",
             flags[0],
             "--host",
-            "0.0.0.0",
+            "127.0.0.1",  # loopback unless the user opens it up on purpose
             "--port",
             "8000",
             *flags[1:],

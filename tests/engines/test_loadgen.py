@@ -11,7 +11,8 @@ import pytest
 
 from engines.metrics import summarize
 from engines.serving.lifecycle import free_port
-from engines.serving.loadgen import LoadRequest, run_load
+from engines.serving.loadgen import LoadRequest, choose_processes, run_load
+from engines.serving.sse_client import Connection, Stream
 from engines.serving.prompts import PromptMaker, is_sharegpt, read_sharegpt
 from engines.standin.openai_server import token_logprob
 from engines.workload import WorkloadSpec, plan_requests
@@ -31,26 +32,29 @@ def max_overlap(records) -> int:
     return peak
 
 
-def _timing_errors(server, concurrency: int) -> tuple[list[float], object]:
+def _timing_errors(server, concurrency: int, processes: int = 1) -> tuple[list[float], object]:
     result = run_load(
         server.base_url,
         "standin",
         requests(12 + concurrency, output=16),
         concurrency=concurrency,
         warmup=concurrency,
+        processes=processes,
     )
     m = summarize(result.records, result.duration_s)
     assert m.num_completed == 12 and not m.errors
     return [abs(m.ttft_ms.p50 - 20.0), abs(m.itl_ms.p50 - 5.0), abs(m.tpot_ms.p50 - 5.0)], m
 
 
-def _best_of(server, concurrency: int, attempts: int = 3) -> tuple[list[float], object]:
+def _best_of(
+    server, concurrency: int, attempts: int = 3, processes: int = 1
+) -> tuple[list[float], object]:
     """The attempt with the smallest worst error. On a shared 2-core runner another process can
     hold a CPU through a whole run and delay wake-ups on both sides; that is the machine, not
     the generator, whose own error is a fraction of a millisecond on an idle core."""
     runs = []
     for _ in range(attempts):
-        runs.append(_timing_errors(server, concurrency))
+        runs.append(_timing_errors(server, concurrency, processes))
         if max(runs[-1][0][:2]) < 0.5:
             break
     return min(runs, key=lambda run: max(run[0]))
@@ -64,6 +68,44 @@ def test_ttft_and_itl_match_injected_delays(standin):
 def test_timing_holds_under_concurrency(standin):
     errors, m = _best_of(standin, concurrency=4)
     assert errors[0] < 3.0 and errors[1] < 1.0, (m.ttft_ms, m.itl_ms)
+
+
+def test_timing_holds_across_worker_processes(standin):
+    errors, m = _best_of(standin, concurrency=4, processes=2)
+    assert errors[0] < 3.0 and errors[1] < 1.0, (m.ttft_ms, m.itl_ms)
+
+
+def _closed_loop_rate(server, processes: int) -> tuple[float, object]:
+    concurrency, output = 256, 32
+    result = run_load(
+        server.base_url,
+        "standin",
+        requests(2 * concurrency + 64, output=output),
+        concurrency=concurrency,
+        warmup=64,
+        processes=processes,
+    )
+    m = summarize(result.records, result.duration_s)
+    assert m.num_completed == 2 * concurrency and not m.errors
+    theoretical = concurrency * output / (0.050 + (output - 1) * 0.064)  # two full waves
+    return m.output_tokens_per_s / theoretical, m
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_closed_loop_at_256_reaches_the_servers_rate(standin_factory, processes):
+    """256 streams at ITL 64 ms (~4k tokens/s offered, within a loaded 2-core runner's means):
+    the measured rate is the stand-in's theoretical one. The httpx generator got 15% of it
+    here (and 79% of a real vLLM's on an H100): it fell behind reading, so requests were
+    refilled late and the server ran far below the planned concurrency."""
+    server = standin_factory("--ttft-ms", "50", "--itl-ms", "64")
+    runs = []
+    for _ in range(3):  # a neighbour holding both cores for a second is not the generator
+        runs.append(_closed_loop_rate(server, processes))
+        if runs[-1][0] > 0.9:
+            break
+    ratio, m = max(runs, key=lambda run: run[0])
+    assert ratio > 0.9, (ratio, m.output_tokens_per_s, m.ttft_ms, m.itl_ms)
+    assert abs(m.itl_ms.p50 - 64.0) < 2.0
 
 
 def test_token_counts_from_usage_and_from_chunks(standin):
@@ -88,19 +130,50 @@ def test_chat_endpoint(standin):
     assert all(r.error is None for r in result.records)
 
 
-def test_closed_loop_respects_concurrency(standin):
-    result = run_load(standin.base_url, "standin", requests(12, output=6), concurrency=3)
-    assert len(result.records) == 12
+@pytest.mark.parametrize("processes", [1, 2])
+def test_closed_loop_respects_concurrency(standin, processes):
+    result = run_load(
+        standin.base_url, "standin", requests(12, output=6), concurrency=3, processes=processes
+    )
+    assert len(result.records) == 12 and result.processes == processes
     assert max_overlap(result.records) == 3
 
 
-def test_poisson_arrivals_follow_the_plan(standin):
+def test_records_keep_plan_order_across_processes(standin):
+    plan = [LoadRequest("a b c", 3, n) for n in (2, 3, 4, 5, 6, 7, 8, 9)]
+    result = run_load(standin.base_url, "standin", plan, concurrency=3, warmup=2, processes=2)
+    assert [r.output_tokens for r in result.warmup_records] == [2, 3]
+    assert [r.output_tokens for r in result.records] == [4, 5, 6, 7, 8, 9]
+    assert min(r.start_s for r in result.records) >= 0.0
+
+
+def test_choose_processes():
+    assert choose_processes(3, 1, 10) == 3
+    assert choose_processes("auto", 64, 800, cpus=16) == 1
+    assert choose_processes("auto", 256, 800, cpus=16) == 2
+    assert choose_processes("auto", 256, 800, cpus=2) == 1  # a core is left to the server
+    assert choose_processes("auto", None, 1000, cpus=4) == 3  # uncapped open loop: the plan
+    with pytest.raises(ValueError, match="loadgen_processes"):
+        choose_processes(0, 8, 10)
+
+
+def test_plain_http_only():
+    with pytest.raises(ValueError, match="http://"):
+        run_load("https://example.com", "m", requests(1), concurrency=1)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_poisson_arrivals_follow_the_plan(standin, processes):
     workload = WorkloadSpec(
         input_tokens=8, output_tokens=4, num_requests=15, arrival={"kind": "poisson", "rate": 40.0}
     )
     plan = plan_requests(workload, seed=3)
     result = run_load(
-        standin.base_url, "standin", requests(plan.count, output=4), arrival_s=plan.arrival_s
+        standin.base_url,
+        "standin",
+        requests(plan.count, output=4),
+        arrival_s=plan.arrival_s,
+        processes=processes,
     )
     starts = np.array([r.start_s for r in result.records])
     # A request's start is stamped once its body is written, after any new connection is made,
@@ -112,8 +185,16 @@ def test_poisson_arrivals_follow_the_plan(standin):
     assert gaps.std() > 0  # really random, not evenly spaced
 
 
-def test_warmup_is_excluded(standin):
-    result = run_load(standin.base_url, "standin", requests(8, output=3), concurrency=2, warmup=3)
+@pytest.mark.parametrize("processes", [1, 2])
+def test_warmup_is_excluded(standin, processes):
+    result = run_load(
+        standin.base_url,
+        "standin",
+        requests(8, output=3),
+        concurrency=2,
+        warmup=3,
+        processes=processes,
+    )
     assert len(result.records) == 5 and len(result.warmup_records) == 3
     assert min(r.start_s for r in result.records) >= 0.0
     assert result.duration_s >= max(r.end_s for r in result.records) - 1e-6
@@ -135,6 +216,62 @@ def test_errors_are_counted_by_kind(standin_factory, fault):
     m = summarize(result.records, result.duration_s)
     assert m.errors == {fault: 4}
     assert m.num_completed == 4
+
+
+_CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"".join(
+        b"%x\r\n%s\r\n" % (len(event), event)
+        for event in (
+            b'data: {"choices": [{"text": " a"}]}\n\n',
+            b": keep-alive comment\n\n",
+            b'data: {"choices": [{"text": ""}]}\n\ndata: {"choices": [{"text": " b"}]}\n\n',
+            b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}\n\n',
+            b"data: [DONE]\n\n",
+        )
+    )
+    + b"0\r\n\r\n"
+)
+
+
+class _Transport:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def _parse(response: bytes, piece: int) -> tuple[Stream, bool]:
+    conn = Connection()
+    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    stream = Stream()
+    done = conn.send(b"", stream)
+    for i in range(0, len(response), piece):
+        conn.data_received(response[i : i + piece])
+    if not done.done():
+        conn.connection_lost(None)
+    return stream, conn.reusable
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64, 100_000])
+def test_client_parses_however_the_bytes_are_split(piece):
+    import asyncio
+
+    stream, reusable = asyncio.run(_parse(_CHUNKED, piece))
+    assert stream.done and stream.error is None and reusable
+    assert stream.chunks == 2 and len(stream.itl) == 1
+    assert stream.usage == {"prompt_tokens": 3, "completion_tokens": 2}
+    error = b"HTTP/1.1 503 Busy\r\nContent-Length: 5\r\n\r\nbusy!"
+    stream, reusable = asyncio.run(_parse(error, piece))
+    assert stream.error == "http_503" and reusable
+    until_close = b"HTTP/1.0 200 OK\r\n\r\n" + b'data: {"choices": [{"text": "x"}]}\n\n'
+    stream, reusable = asyncio.run(_parse(until_close + b"data: [DONE]\n\n", piece))
+    assert stream.done and stream.chunks == 1 and not reusable
+    stream, _ = asyncio.run(_parse(_CHUNKED[: len(_CHUNKED) // 2], piece))
+    assert stream.error == "stream_cut"
+    stream, _ = asyncio.run(_parse(_CHUNKED.replace(b'" a"', b"' a'"), piece))
+    assert stream.error == "bad_chunk"
 
 
 def test_connect_and_timeout_errors(standin_factory):

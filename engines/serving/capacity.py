@@ -1,0 +1,319 @@
+"""Capacity under the SLO: the highest request rate a running config sustains within its limits.
+
+The search is a plain function over a *probe* (``rate -> Probe``), so the same bracketing and
+bisection serve a real server (:func:`measure_capacity`, open-loop load at each rate on one server,
+no restart) and the simulator (a probe that simulates the workload at that rate):
+
+1. bracket: start near a guess (the rate a closed-loop run achieved), double while the SLOs hold,
+   halve while they do not;
+2. bisect the bracket until it is within ``rel_tol`` of its top, or ``max_steps`` probes ran.
+
+The answer is the highest rate that met every limit; the bracket's width is its resolution.
+
+Overload: a rate above capacity makes the queue grow without bound, so its run would take ever
+longer. :class:`OverloadMonitor` reads records as they finish and names the symptom (in-flight
+requests keep growing, or TTFT keeps rising beyond its limit); the load generator has no streaming
+hook yet, so each probe also runs under a deadline (its planned span plus a grace), and a probe cut
+by it counts as overloaded (``stopped: deadline``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from engines.metrics import Measurement, RequestRecord, RequestSLO, summarize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CapacityLimits:
+    """Upper bounds a rate must meet (None: unconstrained); latencies in ms."""
+
+    ttft_p99_ms: float | None = None
+    tpot_p99_ms: float | None = None
+    itl_p99_ms: float | None = None
+    e2e_p99_ms: float | None = None
+    error_rate: float = 0.01
+
+    @classmethod
+    def from_slo(cls, slo: RequestSLO, error_rate: float = 0.01) -> CapacityLimits:
+        """Per-request SLO limits read as p99 limits."""
+        return cls(slo.ttft_ms, slo.tpot_ms, None, slo.e2e_ms, error_rate)
+
+    def violations(self, metrics: Mapping[str, float]) -> list[str]:
+        """Metric names over their limit (a NaN metric with a limit counts as over)."""
+        out = []
+        for name, bound in vars(self).items():
+            if bound is None:
+                continue
+            value = metrics.get(name, math.nan)
+            if not value <= bound:  # NaN fails too
+                out.append(name)
+        return out
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One rate tried: did it meet the limits, what it delivered, and why it stopped early."""
+
+    rate: float
+    feasible: bool
+    goodput_rps: float
+    violations: tuple[str, ...] = ()
+    stopped: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CapacityResult:
+    """The highest feasible rate found (0 when none was), with the probes that found it."""
+
+    capacity_rps: float
+    goodput_rps: float
+    bracket: tuple[float, float]
+    probes: list[Probe]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "capacity_rps": self.capacity_rps,
+            "goodput_rps": self.goodput_rps,
+            "bracket": list(self.bracket),
+            "probes": [
+                {
+                    "rate": round(p.rate, 6),
+                    "feasible": p.feasible,
+                    "goodput_rps": p.goodput_rps,
+                    "violations": list(p.violations),
+                    "stopped": p.stopped,
+                }
+                for p in self.probes
+            ],
+        }
+
+
+def search_capacity(
+    probe: Callable[[float], Probe],
+    start_rps: float,
+    max_steps: int = 8,
+    rel_tol: float = 0.1,
+    growth: float = 2.0,
+    max_rps: float = math.inf,
+) -> CapacityResult:
+    """Bracket then bisect the rate at which ``probe`` stops being feasible."""
+    if start_rps <= 0:
+        raise ValueError(f"start_rps must be positive (got {start_rps})")
+    low: Probe | None = None
+    high: Probe | None = None
+    probes: list[Probe] = []
+    rate = min(start_rps, max_rps)
+    for _ in range(max_steps):
+        result = probe(rate)
+        probes.append(result)
+        if result.feasible:
+            low = result
+        else:
+            high = result
+        if low is not None and high is not None:
+            if (high.rate - low.rate) <= rel_tol * high.rate:
+                break
+            rate = (low.rate + high.rate) / 2
+        elif low is not None:
+            if low.rate >= max_rps:
+                break
+            rate = min(low.rate * growth, max_rps)
+        else:
+            rate = high.rate / growth  # type: ignore[union-attr]
+    return CapacityResult(
+        capacity_rps=low.rate if low else 0.0,
+        goodput_rps=low.goodput_rps if low else 0.0,
+        bracket=(low.rate if low else 0.0, high.rate if high else math.inf),
+        probes=probes,
+    )
+
+
+def probe_from(measurement: Measurement, rate: float, limits: CapacityLimits) -> Probe:
+    """A probe result from a measurement taken at ``rate``."""
+    metrics = measurement.metrics()
+    bad = limits.violations(metrics)
+    stopped = (measurement.extra or {}).get("stopped")
+    return Probe(
+        rate, not bad and not stopped, measurement.goodput_rps, tuple(bad), stopped, metrics
+    )
+
+
+class OverloadMonitor:
+    """Says when a run is overloaded, from records fed in completion order.
+
+    Two symptoms, both needing ``3 * window`` records before they fire: requests in flight at
+    each arrival keep growing (mean over each third of the run rises, the last third's over
+    ``growth`` times the middle's and at least ``min_in_flight``), or the TTFT medians of the last
+    three windows of ``window`` requests rise monotonically and the latest is beyond
+    ``ttft_limit_ms``.
+    """
+
+    def __init__(
+        self,
+        ttft_limit_ms: float | None,
+        window: int = 8,
+        growth: float = 1.25,
+        min_in_flight: int = 4,
+    ) -> None:
+        self.ttft_limit_ms = ttft_limit_ms
+        self.window = window
+        self.growth = growth
+        self.min_in_flight = min_in_flight
+        self.records: list[RequestRecord] = []
+        self.reason: str | None = None
+
+    def feed(self, record: RequestRecord) -> str | None:
+        """Add one finished record; returns the overload reason once there is one."""
+        self.records.append(record)
+        if self.reason is None and len(self.records) >= 3 * self.window:
+            self.reason = self._ttft_rising() or self._queue_growing()
+        return self.reason
+
+    def _ttft_rising(self) -> str | None:
+        if self.ttft_limit_ms is None:
+            return None
+        ordered = sorted(self.records, key=lambda r: r.start_s)
+        ttfts = [
+            (r.first_token_s - r.start_s) * 1e3 if r.first_token_s is not None else math.inf
+            for r in ordered
+        ]
+        chunks = [ttfts[i : i + self.window] for i in range(0, len(ttfts), self.window)]
+        medians = [float(np.median(c)) for c in chunks[-3:] if len(c) == self.window]
+        rising = len(medians) == 3 and medians[0] < medians[1] < medians[2]
+        if rising and medians[-1] > self.ttft_limit_ms:
+            return f"ttft_rising: recent median TTFT {medians[-1]:.0f} ms > {self.ttft_limit_ms:g}"
+        return None
+
+    def _queue_growing(self) -> str | None:
+        ordered = sorted(self.records, key=lambda r: r.start_s)
+        starts = np.array([r.start_s for r in ordered])
+        ends = np.sort(np.array([r.end_s for r in ordered]))
+        in_flight = np.arange(1, starts.size + 1) - np.searchsorted(ends, starts, side="right")
+        # thirds, not first-vs-last: a run starting on an idle server ramps up to its steady state
+        a, b, c = (float(part.mean()) for part in np.array_split(in_flight, 3))
+        if a < b < c and c >= self.min_in_flight and c > self.growth * b:
+            return f"queue_growing: {a:.1f} -> {b:.1f} -> {c:.1f} requests in flight"
+        return None
+
+
+def overload_reason(records: Sequence[RequestRecord], ttft_limit_ms: float | None) -> str | None:
+    """Post-hoc :class:`OverloadMonitor` over a finished run (records in completion order)."""
+    monitor = OverloadMonitor(ttft_limit_ms)
+    for record in sorted(records, key=lambda r: r.end_s):
+        if monitor.feed(record):
+            break
+    return monitor.reason
+
+
+def arrival_offsets(
+    count: int, rate: float, kind: Literal["poisson", "uniform"] = "poisson", seed: int = 0
+) -> np.ndarray:
+    """Send offsets (s) of ``count`` requests at ``rate``: Poisson, or evenly spaced."""
+    if kind == "uniform":
+        return np.arange(count) / rate
+    gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=count)
+    return np.cumsum(gaps) - gaps[0]
+
+
+def measure_capacity(
+    base_url: str,
+    model: str,
+    requests: Sequence[Any],
+    limits: CapacityLimits,
+    start_rps: float,
+    *,
+    min_requests: int = 40,
+    min_duration_s: float = 0.0,
+    arrival: Literal["poisson", "uniform"] = "poisson",
+    grace_s: float = 5.0,
+    max_steps: int = 8,
+    rel_tol: float = 0.1,
+    seed: int = 0,
+    slo: RequestSLO = RequestSLO(),
+    **load_options: Any,
+) -> CapacityResult:
+    """Capacity of the server at ``base_url`` (already warm): open-loop load at each probed rate,
+    ``requests`` reused cyclically so each probe sends at least ``min_requests`` and lasts at
+    least ``min_duration_s``. ``load_options`` go to :func:`engines.serving.loadgen.run_load`."""
+
+    def probe(rate: float) -> Probe:
+        count = max(min_requests, math.ceil(rate * min_duration_s))
+        batch = [requests[i % len(requests)] for i in range(count)]
+        offsets = arrival_offsets(count, rate, arrival, seed)
+        measurement = _run_rate(base_url, model, batch, offsets, grace_s, slo, limits, load_options)
+        result = probe_from(measurement, rate, limits)
+        log.info(
+            "capacity probe %.3g req/s: %s%s",
+            rate,
+            "ok" if result.feasible else "over",
+            f" ({result.stopped or ', '.join(result.violations)})" if not result.feasible else "",
+        )
+        return result
+
+    return search_capacity(probe, start_rps, max_steps=max_steps, rel_tol=rel_tol)
+
+
+def _run_rate(
+    base_url: str,
+    model: str,
+    batch: list[Any],
+    offsets: np.ndarray,
+    grace_s: float,
+    slo: RequestSLO,
+    limits: CapacityLimits,
+    load_options: Mapping[str, Any],
+) -> Measurement:
+    import asyncio
+
+    from engines.serving.loadgen import run_load
+
+    deadline = float(offsets[-1]) + grace_s
+    try:
+        result = run_load(
+            base_url, model, batch, arrival_s=list(offsets), deadline_s=deadline, **load_options
+        )
+    except (TimeoutError, asyncio.TimeoutError):
+        return summarize([], deadline, slo, extra={"stopped": f"deadline: over {deadline:.1f} s"})
+    stopped = overload_reason(result.records, limits.ttft_p99_ms)
+    return summarize(result.records, result.duration_s, slo, extra={"stopped": stopped})
+
+
+def estimate_capacity(
+    measure_at: Callable[[Any], Measurement],
+    ctx: Any,
+    start_rps: float,
+    max_requests: int = 300,
+    max_steps: int = 8,
+    rel_tol: float = 0.1,
+) -> CapacityResult:
+    """Capacity from a model (the simulator): ``measure_at(ctx')`` where ``ctx'`` is ``ctx`` with
+    Poisson arrivals at the probed rate (at most ``max_requests`` requests, no warmup)."""
+    import dataclasses
+
+    from engines.workload import Arrival
+
+    limits = CapacityLimits.from_slo(ctx.slo)
+    count = min(ctx.workload.num_requests, max_requests)
+
+    def probe(rate: float) -> Probe:
+        workload = ctx.workload.model_copy(
+            update={
+                "arrival": Arrival(kind="poisson", rate=rate),
+                "num_requests": count,
+                "warmup_requests": 0,
+                "sweep": None,
+            }
+        )
+        return probe_from(measure_at(dataclasses.replace(ctx, workload=workload)), rate, limits)
+
+    return search_capacity(probe, start_rps, max_steps=max_steps, rel_tol=rel_tol)

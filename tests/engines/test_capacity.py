@@ -1,0 +1,112 @@
+"""The capacity search finds a stand-in's known saturation point; overloaded runs stop early."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from engines.metrics import RequestRecord
+from engines.serving.capacity import (
+    CapacityLimits,
+    OverloadMonitor,
+    Probe,
+    measure_capacity,
+    search_capacity,
+)
+from engines.serving.loadgen import LoadRequest
+
+
+def test_search_brackets_then_bisects_to_the_tolerance() -> None:
+    truth = 37.0
+    found = search_capacity(lambda r: Probe(r, r <= truth, r), start_rps=5.0, rel_tol=0.05)
+    low, high = found.bracket
+    assert low <= truth < high and (high - low) <= 0.05 * high
+    assert found.capacity_rps == low and len(found.probes) <= 8
+
+
+def test_nothing_feasible_is_capacity_zero() -> None:
+    found = search_capacity(lambda r: Probe(r, False, 0.0), start_rps=10.0, max_steps=4)
+    assert found.capacity_rps == 0.0 and found.bracket[1] == pytest.approx(10 / 8)
+
+
+def test_limits_read_p99_and_error_rate() -> None:
+    limits = CapacityLimits(ttft_p99_ms=100, tpot_p99_ms=20)
+    assert limits.violations({"ttft_p99_ms": 90, "tpot_p99_ms": 25, "error_rate": 0.0}) == [
+        "tpot_p99_ms"
+    ]
+    assert "ttft_p99_ms" in limits.violations({"ttft_p99_ms": math.nan, "error_rate": 0.5})
+
+
+def test_monitor_names_a_growing_queue_and_rising_ttft() -> None:
+    # arrivals every 10 ms, service 20 ms one at a time: the queue and TTFT grow without bound
+    records, free = [], 0.0
+    for i in range(30):
+        start = i * 0.01
+        begin = max(start, free)
+        free = begin + 0.02
+        records.append(RequestRecord(start, begin + 0.005, free, 8, 4))
+    monitor = OverloadMonitor(ttft_limit_ms=50)
+    reasons = [monitor.feed(r) for r in sorted(records, key=lambda r: r.end_s)]
+    assert reasons[-1] is not None and reasons[-1].startswith(("ttft_rising", "queue_growing"))
+    steady = [RequestRecord(i * 0.01, i * 0.01 + 0.005, i * 0.01 + 0.02, 8, 4) for i in range(30)]
+    quiet = OverloadMonitor(ttft_limit_ms=50)
+    assert all(quiet.feed(r) is None for r in steady)
+
+
+# 4 slots, 20 ms to the first token then 3 more tokens 10 ms apart: 50 ms a request,
+# so the stand-in serves at most 4 / 0.05 = 80 requests/s.
+SLOTS, TTFT_MS, ITL_MS, TOKENS = 4, 20.0, 10.0, 4
+SATURATION_RPS = SLOTS / ((TTFT_MS + (TOKENS - 1) * ITL_MS) / 1000)
+
+
+def _requests(n: int) -> list[LoadRequest]:
+    return [LoadRequest("hello there world", 3, TOKENS) for _ in range(n)]
+
+
+def test_capacity_search_finds_the_standin_saturation_point_within_one_step(standin_factory):
+    server = standin_factory(
+        "--max-concurrency",
+        str(SLOTS),
+        "--ttft-ms",
+        str(TTFT_MS),
+        "--itl-ms",
+        str(ITL_MS),
+    )
+    found = measure_capacity(
+        server.base_url,
+        "standin",
+        _requests(60),
+        CapacityLimits(ttft_p99_ms=TTFT_MS + 15),
+        start_rps=50.0,
+        min_requests=60,
+        arrival="uniform",  # evenly spaced: no queueing below saturation, a growing one above
+        grace_s=3.0,
+        rel_tol=0.1,
+        request_timeout_s=10.0,
+    )
+    low, high = found.bracket
+    step = high - low
+    assert low - step <= SATURATION_RPS <= high + step, found.to_dict()
+    assert abs(found.capacity_rps - SATURATION_RPS) <= step, found.to_dict()
+    assert found.goodput_rps > 0
+
+
+def test_an_overloaded_standin_run_stops_early_and_says_why(standin_factory):
+    server = standin_factory("--max-concurrency", "1", "--ttft-ms", "20", "--itl-ms", "10")
+    # 20 requests/s of service, offered 200/s: draining 150 requests would take 7.5 s
+    found = measure_capacity(
+        server.base_url,
+        "standin",
+        _requests(150),
+        CapacityLimits(ttft_p99_ms=100),
+        start_rps=200.0,
+        min_requests=150,
+        arrival="uniform",
+        grace_s=0.5,
+        max_steps=1,
+        request_timeout_s=10.0,
+    )
+    (probe,) = found.probes
+    assert not probe.feasible and probe.stopped and probe.stopped.startswith("deadline")
+    assert found.capacity_rps == 0.0

@@ -1,0 +1,357 @@
+"""How well the sim predicts real measurements: per-config errors, ranking quality, plots.
+
+Three predictors are scored on the same real points:
+
+* ``shipped``: the built-in profile, never fitted to these points;
+* ``calibrated (held-out)``: fitted on the training split, scored on the held-out configs only;
+* ``calibrated (leave-one-out)``: for each config, fitted on all *other* configs. With a single
+  config there is nothing else to fit on, so its leave-one-out prediction is the shipped one;
+* ``calibrated (in-sample, not a validation)``: fitted on the training split and scored on it,
+  showing what the constants can absorb at best.
+
+The math (APE, Spearman, top-k) is pure and tested on hand-made numbers. With fewer than
+:data:`MEANINGFUL_CONFIGS` configs the ranking numbers are reported but flagged as meaningless.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from tuner.calibrate import (
+    METRICS,
+    Calibration,
+    RealPoint,
+    _ProfileFiles,
+    calibrate,
+    fit_constants,
+    predict,
+    with_constants,
+)
+from engines.sim.profiles import load_profile
+
+TARGETS = {"output_tokens_per_s": 10.0, "tpot_p50_ms": 10.0, "ttft_p99_ms": 20.0}  # median APE %
+TARGET_SPEARMAN = 0.9
+MEANINGFUL_CONFIGS = 5  # fewer distinct configs: Spearman and top-3 say nothing
+SHIPPED, HELD_OUT, LOO = "shipped", "calibrated (held-out)", "calibrated (leave-one-out)"
+IN_SAMPLE = "calibrated (in-sample, not a validation)"
+
+# ------------------------------------------------------------------------------ pure math
+
+
+def ape(predicted: float, measured: float) -> float:
+    """Absolute percentage error of ``predicted`` against ``measured`` (NaN if undefined)."""
+    if not (math.isfinite(predicted) and math.isfinite(measured)) or measured == 0:
+        return math.nan
+    return abs(predicted - measured) / abs(measured) * 100.0
+
+
+def error_stats(errors: Sequence[float]) -> dict[str, float | int]:
+    """Median and worst of some APEs (NaNs ignored), and how many there were."""
+    finite = [e for e in errors if math.isfinite(e)]
+    if not finite:
+        return {"n": 0, "median": math.nan, "worst": math.nan}
+    return {"n": len(finite), "median": float(np.median(finite)), "worst": float(max(finite))}
+
+
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks 1..n, ties sharing their average rank."""
+    arr = np.asarray(values, float)
+    order = np.argsort(arr, kind="mergesort")
+    ranks = np.empty(arr.size)
+    ranks[order] = np.arange(1, arr.size + 1)
+    for value in np.unique(arr):
+        tied = arr == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(predicted: Sequence[float], measured: Sequence[float]) -> float | None:
+    """Spearman rank correlation; ``None`` below 3 points or when either side is constant."""
+    if len(predicted) != len(measured):
+        raise ValueError("spearman: predicted and measured differ in length")
+    if len(predicted) < 3:
+        return None
+    a, b = _ranks(predicted), _ranks(measured)
+    if a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def best_in_top_k(predicted: Sequence[float], measured: Sequence[float], k: int = 3) -> bool | None:
+    """Whether the measured best (highest) is among the ``k`` highest predictions."""
+    if not measured:
+        return None
+    best = int(np.nanargmax(measured))
+    top = np.argsort(-np.asarray(predicted, float), kind="mergesort")[:k]
+    return best in top.tolist()
+
+
+def ranking(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:
+    """Spearman and top-3 of throughput over configs, with a plain note when they mean nothing."""
+    n = len(measured)
+    out = {
+        "configs": n,
+        "spearman": spearman(predicted, measured),
+        # with 3 configs or fewer the top-3 holds the best by construction: report no answer
+        "best_in_top3": best_in_top_k(predicted, measured, 3) if n > 3 else None,
+    }
+    if n < MEANINGFUL_CONFIGS:
+        out["note"] = (
+            f"{n} config(s): too few for ranking quality to mean anything "
+            f"(top-3 of {n} always holds the best when n <= 3; Spearman needs >= 3, "
+            f"and >= {MEANINGFUL_CONFIGS} to say much)"
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------ predictions
+
+
+def leave_one_out(
+    points: Sequence[RealPoint], prior_weight: float = 1.0
+) -> dict[str, dict[str, float]]:
+    """Each point predicted by a profile fitted on the other configs (shipped when none)."""
+    out: dict[str, dict[str, float]] = {}
+    base = load_profile(points[0].engine)
+    for key in sorted({p.key for p in points}):
+        rest = [p for p in points if p.key != key]
+        fitted, _ = fit_constants(rest, base, prior_weight=prior_weight)
+        files = _ProfileFiles(points[0].engine)
+        path = files.write(with_constants(base, fitted))
+        for p in points:
+            if p.key == key:
+                out[p.label] = predict(p, path)
+    return out
+
+
+@dataclass(frozen=True)
+class FidelityReport:
+    """Predicted vs measured for every point and predictor, summarised."""
+
+    rows: list[dict[str, Any]]  # one per point x predictor x metric
+    summary: dict[str, dict[str, dict[str, float | int]]]  # predictor -> metric -> stats
+    ranking: dict[str, dict[str, Any]]  # predictor -> ranking quality
+    targets: dict[str, Any]
+    notes: list[str]
+    calibration: Calibration = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "summary": self.summary,
+            "ranking": self.ranking,
+            "targets": self.targets,
+            "notes": self.notes,
+            "calibration": {
+                "name": self.calibration.name,
+                "fitted": self.calibration.fitted,
+                "shipped": self.calibration.shipped,
+                "not_identified": self.calibration.not_identified,
+                "train": [p.label for p in self.calibration.train],
+                "holdout": [p.label for p in self.calibration.test],
+                "fit_errors": self.calibration.fit_errors,
+            },
+        }
+
+
+def _rows(points, split_of, predictor, preds) -> list[dict[str, Any]]:
+    rows = []
+    for p in points:
+        if p.label not in preds:
+            continue
+        for m in METRICS:
+            if m not in p.measured:
+                continue
+            pred = preds[p.label][m]
+            rows.append(
+                {
+                    "point": p.label,
+                    "study": p.study,
+                    "trial": p.trial,
+                    "measured_by": p.measured_by,
+                    "split": split_of[p.label],
+                    "predictor": predictor,
+                    "metric": m,
+                    "predicted": pred,
+                    "measured": p.measured[m],
+                    "ape_pct": ape(pred, p.measured[m]),
+                }
+            )
+    return rows
+
+
+def _config_ranking(points, preds) -> dict[str, Any]:
+    """Throughput ranking over distinct configs (repeat measurements averaged)."""
+    by_key: dict[str, list[tuple[float, float]]] = {}
+    for p in points:
+        if p.label in preds and "output_tokens_per_s" in p.measured:
+            pair = (preds[p.label]["output_tokens_per_s"], p.measured["output_tokens_per_s"])
+            by_key.setdefault(p.key, []).append(pair)
+    pred = [float(np.mean([a for a, _ in v])) for v in by_key.values()]
+    meas = [float(np.mean([b for _, b in v])) for v in by_key.values()]
+    return ranking(pred, meas)
+
+
+def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict]]:
+    """Predictor -> metric -> median/worst APE."""
+    out: dict[str, dict[str, dict]] = {}
+    for predictor in dict.fromkeys(r["predictor"] for r in rows):
+        out[predictor] = {
+            m: error_stats(
+                [r["ape_pct"] for r in rows if r["predictor"] == predictor and r["metric"] == m]
+            )
+            for m in METRICS
+        }
+    return out
+
+
+def fidelity_report(
+    points: Sequence[RealPoint],
+    name: str = "fidelity",
+    holdout: float = 0.3,
+    seed: int = 0,
+    prior_weight: float = 1.0,
+) -> FidelityReport:
+    """Score the shipped profile, a held-out calibration and leave-one-out on ``points``."""
+    cal = calibrate(points, name, holdout, seed, prior_weight=prior_weight)
+    split_of = {p.label: "train" for p in cal.train} | {p.label: "holdout" for p in cal.test}
+    shipped = {p.label: predict(p) for p in points}
+    held = {p.label: cal.predictions[p.label] for p in cal.test}
+    loo = leave_one_out(points, prior_weight)
+    rows = (
+        _rows(points, split_of, SHIPPED, shipped)
+        + _rows(points, split_of, HELD_OUT, held)
+        + _rows(points, split_of, LOO, loo)
+        + _rows(cal.train, split_of, IN_SAMPLE, cal.predictions)
+    )
+    summary = summarize_rows(rows)
+    ranks = {
+        SHIPPED: _config_ranking(points, shipped),
+        HELD_OUT: _config_ranking(cal.test, held),
+        LOO: _config_ranking(points, loo),
+        IN_SAMPLE: _config_ranking(cal.train, cal.predictions),
+    }
+    return FidelityReport(
+        rows, summary, ranks, _targets(summary, ranks), _notes(points, cal), cal
+    )
+
+
+def _targets(summary, ranks) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for predictor, stats in summary.items():
+        met = {m: stats[m]["median"] <= t if stats[m]["n"] else None for m, t in TARGETS.items()}
+        rho = ranks[predictor]["spearman"]
+        met["spearman>=0.9"] = None if rho is None else rho >= TARGET_SPEARMAN
+        met["real_best_in_top3"] = ranks[predictor]["best_in_top3"]
+        out[predictor] = met
+    return out
+
+
+def _notes(points, cal) -> list[str]:
+    configs = len({p.key for p in points})
+    notes = [f"{len(points)} real measurement(s) of {configs} distinct config(s)."]
+    if configs < MEANINGFUL_CONFIGS:
+        notes.append(
+            "Too few configs to validate the targets: errors are anecdotes, ranking is undefined."
+        )
+    if not cal.test:
+        notes.append("Held-out split is empty (one config must stay in training).")
+    if configs == 1:
+        notes.append("Leave-one-out has nothing to fit on: its prediction is the shipped profile.")
+    notes.append(
+        "Fitted constants: "
+        + (", ".join(f"{k} {cal.shipped[k]:.4g}->{v:.4g}" for k, v in cal.fitted.items()) or "none")
+        + "; not identified by this data: "
+        + (", ".join(cal.not_identified) or "none")
+    )
+    return notes
+
+
+# ------------------------------------------------------------------------------ presenting
+
+
+def _yes_no(value: bool | None) -> str:
+    return "n/a" if value is None else ("yes" if value else "no")
+
+
+def summary_markdown(report: FidelityReport) -> str:
+    """Median / worst APE per predictor and metric, ranking and targets, as markdown."""
+    head = "| predictor | " + " | ".join(METRICS) + " | Spearman | best in top-3 |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 3)]
+    for predictor, stats in report.summary.items():
+        cells = [
+            f"{s['median']:.1f} / {s['worst']:.1f}" if s["n"] else "n/a"
+            for s in (stats[m] for m in METRICS)
+        ]
+        rank = report.ranking[predictor]
+        rho = "n/a" if rank["spearman"] is None else f"{rank['spearman']:.2f}"
+        lines.append(f"| {predictor} | " + " | ".join(cells) + f" | {rho} | {_yes_no(rank['best_in_top3'])} |")
+    lines.append("")
+    lines.append("Cells: median / worst absolute percentage error (%).")
+    return "\n".join(lines)
+
+
+def report_markdown(report: FidelityReport) -> str:
+    """The whole report as a markdown page: summary, per-point rows, targets and notes."""
+    lines = ["# Sim fidelity on real H100 vLLM runs", "", summary_markdown(report), ""]
+    lines += ["## Per point", "", "| point | measured by | predictor | metric | predicted | "
+              "measured | APE % |", "|---|---|---|---|---|---|---|"]
+    for r in report.rows:
+        lines.append(
+            f"| {r['point']} | {r['measured_by']} | {r['predictor']} | {r['metric']} | "
+            f"{r['predicted']:.1f} | {r['measured']:.1f} | {r['ape_pct']:.1f} |"
+        )
+    lines += ["", "## Targets (median APE: throughput and TPOT p50 <= 10%, TTFT p99 <= 20%; "
+              "Spearman >= 0.9; real best in sim top-3)", ""]
+    for predictor, met in report.targets.items():
+        shown = ", ".join(f"{k}: {'n/a' if v is None else ('met' if v else 'missed')}"
+                          for k, v in met.items())
+        lines.append(f"- {predictor}: {shown}")
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_predicted_vs_measured(report: FidelityReport) -> go.Figure:
+    """One panel per metric: predicted against measured, one colour per predictor, y = x line."""
+    fig = make_subplots(rows=1, cols=len(METRICS), subplot_titles=METRICS)
+    colours = dict(
+        zip([SHIPPED, HELD_OUT, LOO, IN_SAMPLE], ["#7f7f7f", "#d62728", "#1f77b4", "#2ca02c"], strict=True)
+    )
+    for col, metric in enumerate(METRICS, start=1):
+        rows = [r for r in report.rows if r["metric"] == metric]
+        values = [v for r in rows for v in (r["predicted"], r["measured"]) if math.isfinite(v)]
+        for predictor, colour in colours.items():
+            mine = [r for r in rows if r["predictor"] == predictor]
+            fig.add_trace(
+                go.Scatter(
+                    x=[r["measured"] for r in mine],
+                    y=[r["predicted"] for r in mine],
+                    mode="markers",
+                    marker={"color": colour, "size": 10},
+                    name=predictor,
+                    legendgroup=predictor,
+                    showlegend=col == 1,
+                    text=[f"{r['point']}: {r['ape_pct']:.1f}% off" for r in mine],
+                ),
+                row=1,
+                col=col,
+            )
+        if values:
+            lo, hi = min(values) * 0.8, max(values) * 1.2
+            fig.add_trace(
+                go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", showlegend=False,
+                           line={"dash": "dot", "color": "black"}),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(title_text="measured", row=1, col=col)
+    fig.update_yaxes(title_text="predicted (sim)", row=1, col=1)
+    fig.update_layout(title="Sim predicted vs measured (real H100 runs)", height=380)
+    return fig
