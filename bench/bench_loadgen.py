@@ -135,6 +135,11 @@ CLIENTS = {
 class RunningSampler:
     """Samples the stand-in's ``vllm:num_requests_running`` every 100 ms in a thread."""
 
+    def during(self, start: float, end: float) -> list[int]:
+        """Samples in the middle 80% of ``[start, end]`` (wave edges left out)."""
+        margin = (end - start) / 10
+        return [n for t, n in self.samples if start + margin <= t <= end - margin]
+
     def __init__(self, base_url: str) -> None:
         self.url, self.samples, self._stop = base_url + "/metrics", [], threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -144,7 +149,7 @@ class RunningSampler:
             while not self._stop.wait(0.1):
                 text = client.get(self.url).text
                 line = next(x for x in text.splitlines() if "num_requests_running" in x)
-                self.samples.append(int(float(line.split()[-1])))
+                self.samples.append((time.perf_counter(), int(float(line.split()[-1]))))
 
     def __enter__(self) -> RunningSampler:
         self._thread.start()
@@ -155,8 +160,14 @@ class RunningSampler:
         self._thread.join()
 
 
-def measure(run: Callable[..., LoadResult], base_url: str, concurrency: int, output: int,
-            count: int, warmup: int) -> dict:
+def measure(
+    run: Callable[..., LoadResult],
+    base_url: str,
+    concurrency: int,
+    output: int,
+    count: int,
+    warmup: int,
+) -> dict:
     """One closed-loop run: rates over the measured window, client CPU (workers included)."""
     load = [LoadRequest("hello " * 32, 32, output) for _ in range(count + warmup)]
     cpu0 = _cpu()
@@ -188,8 +199,9 @@ def standin(*flags: str) -> ServerProcess:
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="bench-loadgen-")) / "standin.log"
     argv = [*STANDIN, "--port", str(port), *flags]
-    return ServerProcess(argv, port, log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                         startup_timeout_s=30)
+    return ServerProcess(
+        argv, port, log, env={**os.environ, "PYTHONUNBUFFERED": "1"}, startup_timeout_s=30
+    )
 
 
 def ceiling_table(clients: dict, grid: list[tuple[int, int, int]]) -> list[dict]:
@@ -213,7 +225,8 @@ def paced_table(clients: dict, concurrency: int, waves: int) -> list[dict]:
             run = make()
             with RunningSampler(server.base_url) as sampler:
                 row = measure(run, server.base_url, concurrency, output, waves * concurrency, 64)
-            busy = sampler.samples[len(sampler.samples) // 8 : -len(sampler.samples) // 8 or None]
+                returned = time.perf_counter()
+            busy = sampler.during(returned - row["duration_s"], returned)
             row.update(
                 theoretical_tokens_per_s=round(theory, 1),
                 ratio=round(row["tokens_per_s"] / theory, 3),
@@ -228,8 +241,10 @@ def paced_table(clients: dict, concurrency: int, waves: int) -> list[dict]:
 def _print_row(row: dict) -> None:
     extra = ""
     if "ratio" in row:
-        extra = f" ratio {row['ratio']:.3f}, running median {row['running_median']} min " \
-                f"{row['running_min']}"
+        extra = (
+            f" ratio {row['ratio']:.3f}, running median {row['running_median']} min "
+            f"{row['running_min']}"
+        )
     print(
         f"{row['client']:<12} c={row['concurrency']:<4} out={row['output_tokens']:<4} "
         f"{row['tokens_per_s']:>9.0f} tok/s  {row['client_cpu_us_per_token']:>6.1f} us/tok  "

@@ -184,12 +184,17 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = ["# servetune sim vs AIConfigurator on real H100 vLLM runs", ""]
     lines += ["| tool | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for tool, stats in result["summary"].items():
-        cells = [f"{s['median']:.1f} / {s['worst']:.1f}" if s["n"] else "n/a" for s in stats.values()]
+        cells = [
+            f"{s['median']:.1f} / {s['worst']:.1f}" if s["n"] else "n/a" for s in stats.values()
+        ]
         lines.append(f"| {tool} | " + " | ".join(cells) + " |")
     if not result["aiconfigurator_version"]:
         lines.append("| AIConfigurator | " + " | ".join(["not installed"] * len(METRICS)) + " |")
     lines += ["", "Cells: median / worst absolute percentage error (%).", "", "## Per point", ""]
-    lines += ["| point | tool | metric | predicted | measured | APE % |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| point | tool | metric | predicted | measured | APE % |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         lines.append(
             f"| {r['point']} | {r['tool']} | {r['metric']} | {r['predicted']:.1f} | "
@@ -198,8 +203,12 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines += ["", "## What AIConfigurator could not express", ""]
     knobs = next(iter(result["aic_cannot_express"].values()), [])
     lines += [f"- {k}" for k in knobs] or ["- (not run)"]
-    lines += ["", "servetune's sim takes every vLLM option above; it lacks per-op measured kernel "
-              "tables (AIConfigurator's strength) and models kernels by a roofline.", ""]
+    lines += [
+        "",
+        "servetune's sim takes every vLLM option above; it lacks per-op measured kernel "
+        "tables (AIConfigurator's strength) and models kernels by a roofline.",
+        "",
+    ]
     lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]]
     for point, why in result["aic_failures"].items():
         lines.append(f"- AIConfigurator failed on {point}: {why}")

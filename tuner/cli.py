@@ -425,8 +425,10 @@ def calibrate(
     points = load_points(studies, storage, reference)
     cal = fit(points, name, holdout, seed)
     path = write_profile(cal, out)
-    table = Table(title=f"{name}: {cal.engine} on {cal.gpu}, {len(cal.train)} train / "
-                  f"{len(cal.test)} held-out measurements")
+    table = Table(
+        title=f"{name}: {cal.engine} on {cal.gpu}, {len(cal.train)} train / "
+        f"{len(cal.test)} held-out measurements"
+    )
     for col in ("constant", "shipped", "fitted"):
         table.add_column(col, justify="right" if col != "constant" else "left")
     for key, value in cal.fitted.items():

@@ -24,6 +24,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from engines.sim.profiles import load_profile
 from tuner.calibrate import (
     METRICS,
     Calibration,
@@ -34,7 +35,6 @@ from tuner.calibrate import (
     predict,
     with_constants,
 )
-from engines.sim.profiles import load_profile
 
 TARGETS = {"output_tokens_per_s": 10.0, "tpot_p50_ms": 10.0, "ttft_p99_ms": 20.0}  # median APE %
 TARGET_SPEARMAN = 0.9
@@ -238,9 +238,7 @@ def fidelity_report(
         LOO: _config_ranking(points, loo),
         IN_SAMPLE: _config_ranking(cal.train, cal.predictions),
     }
-    return FidelityReport(
-        rows, summary, ranks, _targets(summary, ranks), _notes(points, cal), cal
-    )
+    return FidelityReport(rows, summary, ranks, _targets(summary, ranks), _notes(points, cal), cal)
 
 
 def _targets(summary, ranks) -> dict[str, Any]:
@@ -292,7 +290,11 @@ def summary_markdown(report: FidelityReport) -> str:
         ]
         rank = report.ranking[predictor]
         rho = "n/a" if rank["spearman"] is None else f"{rank['spearman']:.2f}"
-        lines.append(f"| {predictor} | " + " | ".join(cells) + f" | {rho} | {_yes_no(rank['best_in_top3'])} |")
+        lines.append(
+            f"| {predictor} | "
+            + " | ".join(cells)
+            + f" | {rho} | {_yes_no(rank['best_in_top3'])} |"
+        )
     lines.append("")
     lines.append("Cells: median / worst absolute percentage error (%).")
     return "\n".join(lines)
@@ -301,18 +303,27 @@ def summary_markdown(report: FidelityReport) -> str:
 def report_markdown(report: FidelityReport) -> str:
     """The whole report as a markdown page: summary, per-point rows, targets and notes."""
     lines = ["# Sim fidelity on real H100 vLLM runs", "", summary_markdown(report), ""]
-    lines += ["## Per point", "", "| point | measured by | predictor | metric | predicted | "
-              "measured | APE % |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Per point",
+        "",
+        "| point | measured by | predictor | metric | predicted | measured | APE % |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report.rows:
         lines.append(
             f"| {r['point']} | {r['measured_by']} | {r['predictor']} | {r['metric']} | "
             f"{r['predicted']:.1f} | {r['measured']:.1f} | {r['ape_pct']:.1f} |"
         )
-    lines += ["", "## Targets (median APE: throughput and TPOT p50 <= 10%, TTFT p99 <= 20%; "
-              "Spearman >= 0.9; real best in sim top-3)", ""]
+    lines += [
+        "",
+        "## Targets (median APE: throughput and TPOT p50 <= 10%, TTFT p99 <= 20%; "
+        "Spearman >= 0.9; real best in sim top-3)",
+        "",
+    ]
     for predictor, met in report.targets.items():
-        shown = ", ".join(f"{k}: {'n/a' if v is None else ('met' if v else 'missed')}"
-                          for k, v in met.items())
+        shown = ", ".join(
+            f"{k}: {'n/a' if v is None else ('met' if v else 'missed')}" for k, v in met.items()
+        )
         lines.append(f"- {predictor}: {shown}")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(lines) + "\n"
@@ -322,7 +333,11 @@ def plot_predicted_vs_measured(report: FidelityReport) -> go.Figure:
     """One panel per metric: predicted against measured, one colour per predictor, y = x line."""
     fig = make_subplots(rows=1, cols=len(METRICS), subplot_titles=METRICS)
     colours = dict(
-        zip([SHIPPED, HELD_OUT, LOO, IN_SAMPLE], ["#7f7f7f", "#d62728", "#1f77b4", "#2ca02c"], strict=True)
+        zip(
+            [SHIPPED, HELD_OUT, LOO, IN_SAMPLE],
+            ["#7f7f7f", "#d62728", "#1f77b4", "#2ca02c"],
+            strict=True,
+        )
     )
     for col, metric in enumerate(METRICS, start=1):
         rows = [r for r in report.rows if r["metric"] == metric]
@@ -346,8 +361,13 @@ def plot_predicted_vs_measured(report: FidelityReport) -> go.Figure:
         if values:
             lo, hi = min(values) * 0.8, max(values) * 1.2
             fig.add_trace(
-                go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", showlegend=False,
-                           line={"dash": "dot", "color": "black"}),
+                go.Scatter(
+                    x=[lo, hi],
+                    y=[lo, hi],
+                    mode="lines",
+                    showlegend=False,
+                    line={"dash": "dot", "color": "black"},
+                ),
                 row=1,
                 col=col,
             )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -33,10 +33,20 @@ TRIAL_SECONDS = 150  # a restart (~60 s) plus 800 requests (~60 s), with margin
 
 
 def _copy_db(out: Path, spec) -> None:
+    """A consistent copy of the study's SQLite file, through SQLite's backup API.
+
+    The storage runs in WAL mode, so the .db file alone can lack the latest trials (they sit
+    in the -wal file until a checkpoint): copying the file lost a finished trial once.
+    """
     db = Path(spec.storage_url.removeprefix("sqlite:///"))
     if db.exists():
         out.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(db, out / db.name)
+        source, target = sqlite3.connect(db), sqlite3.connect(out / db.name)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
 
 
 class _KeepServer:

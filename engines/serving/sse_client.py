@@ -26,7 +26,9 @@ from urllib.parse import urlsplit
 
 #: (start, first, end, prompt_tokens, completion_tokens, text_chunks, itl, error); times are
 #: ``time.perf_counter()`` values, prompt/completion tokens None when the server sent no usage.
-RawRecord = tuple[float, "float | None", float, "int | None", "int | None", int, tuple, "str | None"]
+RawRecord = tuple[
+    float, "float | None", float, "int | None", "int | None", int, tuple, "str | None"
+]
 
 _decode = json.JSONDecoder().decode
 _HEAD, _CHUNK_SIZE, _CHUNK_DATA, _LENGTH, _UNTIL_CLOSE, _TRAILER, _DONE = range(7)
@@ -133,7 +135,7 @@ class Connection(asyncio.Protocol):
                 if self._left == 0:
                     self._state, self._left = _CHUNK_SIZE, -2  # the CRLF after the data
                 continue
-            if state == _LENGTH or state == _UNTIL_CLOSE:
+            if state in (_LENGTH, _UNTIL_CLOSE):
                 take = end - pos if state == _UNTIL_CLOSE else min(self._left, end - pos)
                 self._body(buf[pos : pos + take], now)
                 pos += take

@@ -122,8 +122,8 @@ def test_repeated_runs_against_a_jittery_standin_cover_the_injected_ttft(make_ct
     measured = measure_server(engine, engine.defaults(ctx.model, ctx.hardware), ctx)
     metrics = measured.metrics()
     assert measured.runs == 3 and len(measured.extra["runs"]) == 3
-    # loopback and scheduling add about a millisecond on top of the injected 30 ms
-    assert metrics["ttft_p50_ms_ci_low"] <= 31.5 and metrics["ttft_p50_ms_ci_high"] >= 30.0
+    # loopback and scheduling add 1-2 ms on top of the injected 30 ms on a busy 2-core machine
+    assert metrics["ttft_p50_ms_ci_low"] <= 33.0 and metrics["ttft_p50_ms_ci_high"] >= 30.0
     low, high = metrics["output_tokens_per_s_ci_low"], metrics["output_tokens_per_s_ci_high"]
     assert low <= metrics["output_tokens_per_s"] <= high
     assert metrics["cost_per_mtok_usd"] > 0

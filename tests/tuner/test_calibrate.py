@@ -112,8 +112,13 @@ def test_split_keeps_one_config_for_training(synthetic_points):
 
 
 def test_written_profile_loads_by_path_and_records_its_data(synthetic_points, tmp_path):
-    cal = calibrate(synthetic_points, "synthetic-fit", holdout=0.25, seed=1,
-                    names=["prefill_mfu", "decode_bw_efficiency"])
+    cal = calibrate(
+        synthetic_points,
+        "synthetic-fit",
+        holdout=0.25,
+        seed=1,
+        names=["prefill_mfu", "decode_bw_efficiency"],
+    )
     path = write_profile(cal, tmp_path / "synthetic-fit.yaml")
     loaded = load_profile("vllm", str(path))
     assert loaded.name == "synthetic-fit"
@@ -153,7 +158,9 @@ def test_cli_calibrate_and_fidelity_round_trip(tmp_path):
     cli = [sys.executable, "-m", "tuner"]
     done = subprocess.run(
         [*cli, "calibrate", "synthetic-real", "--storage", url, "--name", "fit", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stdout and out.is_file()
@@ -161,7 +168,9 @@ def test_cli_calibrate_and_fidelity_round_trip(tmp_path):
     report = tmp_path / "fidelity.json"
     done = subprocess.run(
         [*cli, "fidelity", "synthetic-real", "--storage", url, "--json", str(report)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "leave-one-out" in done.stdout and report.is_file()
