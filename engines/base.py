@@ -41,6 +41,13 @@ class Param:
     when: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     restart: bool = True
     help: str = ""
+    key: str = ""
+
+    @property
+    def search_name(self) -> str:
+        """The name the search stores it under: ``key`` when one option appears twice in a
+        space with different choices under different conditions, else the option's name."""
+        return self.key or self.name
 
     def applies(self, chosen: Mapping[str, Any]) -> bool:
         """Whether this option is active given the options chosen before it."""

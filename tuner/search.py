@@ -34,7 +34,7 @@ def suggest_config(
         if param.kind == "categorical" and len(param.choices) == 1:
             config[param.name] = param.choices[0]  # pinned: nothing to search or store
         else:
-            config[param.name] = _suggest(trial, param_key(engine, param.name), param)
+            config[param.name] = _suggest(trial, param_key(engine, param.search_name), param)
     return engine, config
 
 
@@ -59,9 +59,14 @@ def _suggest(trial: optuna.Trial, key: str, param: Param) -> Any:
     )
 
 
-def config_params(engine: str, config: dict[str, Any], many_engines: bool) -> dict[str, Any]:
+def config_params(
+    engine: str, config: dict[str, Any], many_engines: bool, space: list[Param] | None = None
+) -> dict[str, Any]:
     """Optuna params for enqueueing ``config`` (the inverse of :func:`suggest_config`)."""
     params = {param_key(engine, k): v for k, v in config.items()}  # pinned extras are ignored
+    for param in space or ():
+        if param.key and param.name in config and param.applies(config):
+            params[param_key(engine, param.key)] = params.pop(param_key(engine, param.name))
     if many_engines:
         params[ENGINE_PARAM] = engine
     return params

@@ -374,7 +374,7 @@ def _enqueue_starts(
         for name in engines:
             defaults = space_defaults(spaces[name])
             study.enqueue_trial(
-                config_params(name, defaults, many),
+                config_params(name, defaults, many, spaces[name]),
                 user_attrs={"baseline": True},
                 skip_if_exists=True,
             )
@@ -384,7 +384,7 @@ def _enqueue_starts(
         for name, config in warm_start_configs(spec):
             if name in engines:
                 study.enqueue_trial(
-                    config_params(name, config, many),
+                    config_params(name, config, many, spaces[name]),
                     user_attrs={"warm_start": True},
                     skip_if_exists=True,
                 )

@@ -108,6 +108,9 @@ class TrtllmEngine(Engine):
         quant: tuple[Any, ...] = (None, "fp8", "int8_sq", "int4_awq", "w4a8_awq") + (
             ("nvfp4",) if cc >= _FP4_CC else ()
         )
+        # The PyTorch backend serves only the precisions a pre-quantized checkpoint exists for;
+        # offering the others would spend the search on configs validate() must reject.
+        ready = (None,) + tuple(q for q in quant if q in model.quantized_checkpoints)
         par = _parallel_choices(hardware.count)
         return [
             Param("backend", "categorical", ("pytorch", "tensorrt"), default="pytorch"),
@@ -115,9 +118,20 @@ class TrtllmEngine(Engine):
             Param(
                 "quantization",
                 "categorical",
+                ready,
+                default=None,
+                when={"backend": ("pytorch",)},
+                key="quantization@pytorch",
+                help="from model.quantized_checkpoints (ModelOpt pre-quantized)",
+            ),
+            Param(
+                "quantization",
+                "categorical",
                 quant,
                 default=None,
-                help="pytorch: from model.quantized_checkpoints; tensorrt: made by quantize.py",
+                when={"backend": ("tensorrt",)},
+                key="quantization@tensorrt",
+                help="made by quantize.py (ModelOpt) before the engine build",
             ),
             Param("kv_cache_dtype", "categorical", ("auto", "fp8"), default="auto"),
             Param(
