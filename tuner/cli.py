@@ -309,6 +309,8 @@ def _print_front(study) -> None:
                 "max_num_tokens",
                 "tensor_parallel_size",
                 "tp_size",
+                "pipeline_parallel_size",
+                "pp_size",
             )
         )
         table.add_row(
