@@ -54,9 +54,14 @@ def one_study(trials: int, seed: int) -> dict:
         wall = time.perf_counter() - start
         total = len(study.trials)
         assert counted_trials(study) == trials
-    return {"seed": seed, "wall_s": round(wall, 2), "counted_trials": trials,
-            "all_trials": total, "sim_s": round(_Timed.seconds, 2),
-            "per_trial_ms": round(1000 * wall / total, 1)}
+    return {
+        "seed": seed,
+        "wall_s": round(wall, 2),
+        "counted_trials": trials,
+        "all_trials": total,
+        "sim_s": round(_Timed.seconds, 2),
+        "per_trial_ms": round(1000 * wall / total, 1),
+    }
 
 
 def main() -> None:
@@ -69,22 +74,30 @@ def main() -> None:
     runs = [one_study(args.trials, seed) for seed in range(args.repeats)]
     walls = [r["wall_s"] for r in runs]
     result = {
-        "spec": str(SPEC.relative_to(SPEC.parents[1])), "trials": args.trials, "runs": runs,
-        "median_wall_s": statistics.median(walls), "target_s": 30.0,
+        "spec": str(SPEC.relative_to(SPEC.parents[1])),
+        "trials": args.trials,
+        "runs": runs,
+        "median_wall_s": statistics.median(walls),
+        "target_s": 30.0,
         "load_average_before": round(load_before, 2),
         "load_average_after": round(os.getloadavg()[0], 2),
-        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
         "optuna": optuna.__version__,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     print(f"{'seed':>4} {'wall s':>8} {'sim s':>7} {'trials':>7} {'ms/trial':>9}")
     for r in runs:
-        print(f"{r['seed']:>4} {r['wall_s']:>8} {r['sim_s']:>7} {r['all_trials']:>7} "
-              f"{r['per_trial_ms']:>9}")
-    print(f"median wall: {result['median_wall_s']} s for {args.trials} counted trials "
-          f"(target <= 30 s); load average {result['load_average_before']} -> "
-          f"{result['load_average_after']} on {result['cpus']} CPUs")
+        print(
+            f"{r['seed']:>4} {r['wall_s']:>8} {r['sim_s']:>7} {r['all_trials']:>7} "
+            f"{r['per_trial_ms']:>9}"
+        )
+    print(
+        f"median wall: {result['median_wall_s']} s for {args.trials} counted trials "
+        f"(target <= 30 s); load average {result['load_average_before']} -> "
+        f"{result['load_average_after']} on {result['cpus']} CPUs"
+    )
 
 
 if __name__ == "__main__":

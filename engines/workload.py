@@ -117,7 +117,10 @@ class WorkloadSpec(BaseModel):
     num_requests: int = Field(default=500, ge=1, le=1_000_000)
     warmup_requests: int = Field(default=0, ge=0)
     sweep: list[float] | None = Field(
-        default=None, description="concurrencies or rates to measure in turn (one trial each value)"
+        default=None,
+        min_length=1,
+        description="load levels searched as a parameter: concurrencies (closed loop) or "
+        "requests/s (open loop); real servers are reused across levels",
     )
 
     @model_validator(mode="before")
@@ -133,6 +136,15 @@ class WorkloadSpec(BaseModel):
                 raise ValueError(f"unknown preset {preset!r}; known: {', '.join(sorted(presets))}")
             data = {**presets[preset], "name": preset, **data}
         return data
+
+    def at_load(self, level: float) -> WorkloadSpec:
+        """This workload at another load level: the concurrency of a closed loop, else the
+        arrival rate (requests/s)."""
+        if self.arrival.kind == "concurrency":
+            arrival = self.arrival.model_copy(update={"concurrency": max(1, int(level))})
+        else:
+            arrival = self.arrival.model_copy(update={"rate": float(level)})
+        return self.model_copy(update={"arrival": arrival})
 
     @property
     def max_sequence_tokens(self) -> int:

@@ -41,8 +41,10 @@ def persist_new(twin: optuna.Study, persistent: optuna.Study, stored: int) -> in
     stored study match the twin's.
     """
     trials = twin.get_trials(deepcopy=False)
-    while stored < len(trials) and trials[stored].state not in (TrialState.RUNNING,
-                                                                 TrialState.WAITING):
+    while stored < len(trials) and trials[stored].state not in (
+        TrialState.RUNNING,
+        TrialState.WAITING,
+    ):
         persistent.add_trial(trials[stored])
         stored += 1
     return stored

@@ -75,6 +75,7 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "trial": r.number,
             "state": r.state,
             "engine": r.engine,
+            "load": r.attrs.get("load"),
             "precision": r.precision,
             "gpus": r.gpus,
             "feasible": r.feasible,

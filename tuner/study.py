@@ -42,6 +42,8 @@ NOT_COUNTED = (
     "worker_lost",
     "over_budget",
 )
+# The Optuna parameter (and trial attribute) of a workload sweep's load level.
+LOAD_PARAM = "load"
 # A space whose suggestions keep being rejected ends the study instead of looping.
 MAX_CONSECUTIVE_REJECTIONS = 50
 
@@ -109,15 +111,18 @@ def load_study(name: str, storage: str) -> tuple[optuna.Study, StudySpec]:
 
 
 def make_context(
-    spec: StudySpec, trial_number: int | None = None, accuracy_reference: dict | None = None
+    spec: StudySpec,
+    trial_number: int | None = None,
+    accuracy_reference: dict | None = None,
+    load: float | None = None,
 ) -> RunContext:
     """The run context every engine gets for this study (with its accuracy settings, if any,
-    and the reference outputs they are compared with)."""
+    the reference outputs they are compared with, and the trial's load level of a sweep)."""
     workdir = Path(spec.options.get("workdir", f"studies/runs/{spec.name}"))
     return RunContext(
         model=spec.model,
         hardware=spec.hardware,
-        workload=spec.workload,
+        workload=spec.workload if load is None else spec.workload.at_load(load),
         slo=request_slo(spec.slos),
         seed=spec.seed,
         workdir=workdir,
@@ -261,7 +266,11 @@ def run_one_trial(
         study.tell(trial, state=TrialState.PRUNED)
         raise
     engine = engines[engine_name]
-    ctx = make_context(spec, trial.number, accuracy_reference(study, spec, engines, spaces))
+    load = None
+    if spec.workload.sweep:  # the load level is searched too; a server takes it without restart
+        load = trial.suggest_categorical(LOAD_PARAM, list(spec.workload.sweep))
+        trial.set_user_attr(LOAD_PARAM, load)
+    ctx = make_context(spec, trial.number, accuracy_reference(study, spec, engines, spaces), load)
     trial.set_user_attr("engine", engine_name)
     trial.set_user_attr("config", config)
     veto = pre_run_veto(
@@ -269,7 +278,7 @@ def run_one_trial(
         spaces,
         engine_name,
         config,
-        skip_duplicates=spec.sampler == "auto",
+        skip_duplicates=spec.sampler == "auto" and not spec.workload.sweep,
         learn_failures=spec.learn_failures,
     )
     if veto:  # free: told as PRUNED, not counted (NOT_COUNTED), capped in tuner.strategy

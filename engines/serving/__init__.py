@@ -9,7 +9,7 @@
 
 Everything else (free port, process group, health wait, failure reasons, reuse across trials,
 prompts of exact length, the load generator, the metrics) lives here, once. ``ctx.options`` may
-set ``server_command`` (a list replacing ``argv[0:2]``, e.g. ``[sys.executable, "-m",
+set ``server_command`` or ``<engine>_server_command`` (a list replacing ``argv[0:2]``, e.g. ``[sys.executable, "-m",
 "engines.standin.openai_server"]``), ``env`` (extra environment), ``startup_timeout_s``,
 ``stop_grace_s``, ``request_timeout_s``, ``endpoint`` (``completions`` or ``chat``) and
 ``extra_body`` (merged into every request).
@@ -63,6 +63,7 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
         "chat": chat,
         "request_timeout_s": float(ctx.options.get("request_timeout_s", min(ctx.timeout_s, 600))),
         "extra_body": ctx.options.get("extra_body"),
+        "processes": ctx.options.get("loadgen_processes", "auto"),
     }
     gpus = _gpu_count(engine, config, ctx)
     started = time.monotonic()
@@ -109,7 +110,7 @@ def _acquire(engine: Engine, config: Config, ctx: RunContext) -> tuple[ServerPro
         _restart_free(engine, ctx),
         engine=engine.name,
         model=ctx.model.serve_path,
-        command=ctx.options.get("server_command"),
+        command=server_command(engine, ctx),
         env=ctx.options.get("env"),
     )
     return _POOL.acquire(key, lambda: _start(engine, config, ctx))
@@ -300,12 +301,18 @@ def _restart_free(engine: Engine, ctx: RunContext) -> set[str]:
     return {p.name for p in space if not p.restart}
 
 
+def server_command(engine: Engine, ctx: RunContext) -> list[str] | None:
+    """What replaces ``argv[0:2]``: ``<engine>_server_command`` (so a study over several
+    engines can point each at its own executable), else ``server_command``."""
+    return ctx.options.get(f"{engine.name}_server_command") or ctx.options.get("server_command")
+
+
 def _start(engine: Engine, config: Config, ctx: RunContext) -> ServerProcess:
     """A healthy server on a free port; a port taken in the meantime is retried."""
     for attempt in range(_PORT_RETRIES + 1):
         port = free_port(HOST)
         argv = list(engine.serve_argv(config, ctx, HOST, port))  # type: ignore[attr-defined]
-        command = ctx.options.get("server_command")
+        command = server_command(engine, ctx)
         if command:
             argv = [*command, *argv[2:]]
         trial = "x" if ctx.trial_number is None else str(ctx.trial_number)

@@ -192,3 +192,18 @@ def test_every_sampler_runs(tmp_path, sampler):
     if sampler == "grid":  # 2 seqs x 2 quantization x 2 kv dtypes = 8 > 6: no repeats
         configs = [tuple(sorted(t.params.items())) for t in study.trials]
         assert len(set(configs)) == len(configs)
+
+
+def test_workload_sweep_searches_the_load_level(tmp_path):
+    workload = {"preset": "chat", "num_requests": 80, "sweep": [4, 64]}
+    spec = _spec(tmp_path, workload=workload, budget={"trials": 10}, slos={})
+    run_study(spec)
+    study, _ = load_study("t", spec.storage_url)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    loads = {t.user_attrs["load"] for t in done}
+    assert loads == {4, 64}
+    by_load = {}
+    for t in done:
+        by_load.setdefault(t.user_attrs["load"], []).append(t.values[0])
+    assert max(by_load[64]) > max(by_load[4])  # 16x the users, more tokens/s
+    assert all(t.params["load"] == t.user_attrs["load"] for t in done)
