@@ -26,22 +26,17 @@ import sys
 import time
 from pathlib import Path
 
+from engines.space import pinned_overrides
+from engines.specs import HardwareSpec, ModelSpec
+from engines.vllm import VllmEngine
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "bench_workers.json"
 ENGINES = {
-    "vllm": {
-        "max_model_len": {"value": 8192},
-        "max_num_seqs": {"choices": [64, 128, 256]},
-        "max_num_batched_tokens": {"value": 8192},
-        "quantization": {"value": None},
-        "kv_cache_dtype": {"value": "auto"},
-        "gpu_memory_utilization": {"value": 0.9},
-        "dtype": {"value": "bfloat16"},
-        "block_size": {"value": 16},
-        "enforce_eager": {"value": False},
-        "enable_prefix_caching": {"value": True},
-        "enable_chunked_prefill": {"value": True},
-    }
+    "vllm": pinned_overrides(
+        VllmEngine().space(ModelSpec.model_validate("Llama-3.1-8B"), HardwareSpec(gpu="H100-SXM")),
+        {"max_model_len": {"value": 8192}, "max_num_seqs": {"choices": [64, 128, 256]}},
+    )
 }
 
 

@@ -78,3 +78,11 @@ def space_defaults(space: list[Param]) -> dict[str, Any]:
         elif value is not None and param.low <= value <= param.high:  # type: ignore[operator]
             chosen[param.name] = value
     return chosen
+
+
+def pinned_overrides(space: list[Param], keep: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides that pin every option of ``space`` to its default except the ``keep`` ones
+    (given as overrides themselves): a narrow study over a few options, the rest as shipped."""
+    out: dict[str, Any] = {p.name: {"value": p.default} for p in space if p.name not in keep}
+    out.update(keep)
+    return out

@@ -9,6 +9,9 @@ import pytest
 
 from engines import EngineError
 from engines.errors import StudyError
+from engines.space import pinned_overrides
+from engines.specs import HardwareSpec, ModelSpec
+from engines.vllm import VllmEngine
 from tuner.results import study_front, trial_records
 from tuner.spec import parse_spec
 from tuner.study import (
@@ -171,19 +174,16 @@ def test_unwritable_storage_is_a_study_error(tmp_path):
 
 @pytest.mark.parametrize("sampler", ["tpe", "random", "grid"])
 def test_every_sampler_runs(tmp_path, sampler):
-    engines = {
-        "vllm": {
-            "max_model_len": {"value": 8192},
-            "max_num_seqs": {"choices": [64, 256]},
-            "max_num_batched_tokens": {"value": 8192},
-            "gpu_memory_utilization": {"value": 0.9},
-            "dtype": {"value": "bfloat16"},
-            "block_size": {"value": 16},
-            "enforce_eager": {"value": False},
-            "enable_prefix_caching": {"value": True},
-            "enable_chunked_prefill": {"value": True},
-        }
+    space = VllmEngine().space(
+        ModelSpec.model_validate("Llama-3.1-8B"), HardwareSpec(gpu="H100-SXM")
+    )
+    free = {
+        "max_model_len": {"value": 8192},
+        "max_num_seqs": {"choices": [64, 256]},
+        "quantization": {"choices": [None, "fp8"]},
+        "kv_cache_dtype": {"choices": ["auto", "fp8"]},
     }
+    engines = {"vllm": pinned_overrides(space, free)}
     spec = _spec(tmp_path, sampler=sampler, engines=engines, budget={"trials": 6}, baseline=False)
     run_study(spec)
     study, _ = load_study("t", spec.storage_url)

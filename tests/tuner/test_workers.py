@@ -21,6 +21,9 @@ import optuna
 import pytest
 
 from engines.errors import StudyError
+from engines.space import pinned_overrides
+from engines.specs import HardwareSpec, ModelSpec
+from engines.vllm import VllmEngine
 from tuner.spec import parse_spec
 from tuner.study import build_engines, counted_trials, fail_reason
 from tuner.workers import budget_status, parse_gpus, run_worker, run_workers, split_gpus
@@ -28,19 +31,10 @@ from tuner.workers import budget_status, parse_gpus, run_worker, run_workers, sp
 HEARTBEAT_S, GRACE_S = 1, 2
 # One free option and everything else pinned: trials cost little more than their bookkeeping.
 _ENGINES = {
-    "vllm": {
-        "max_model_len": {"value": 8192},
-        "max_num_seqs": {"choices": [64, 128, 256]},
-        "max_num_batched_tokens": {"value": 8192},
-        "quantization": {"value": None},
-        "kv_cache_dtype": {"value": "auto"},
-        "gpu_memory_utilization": {"value": 0.9},
-        "dtype": {"value": "bfloat16"},
-        "block_size": {"value": 16},
-        "enforce_eager": {"value": False},
-        "enable_prefix_caching": {"value": True},
-        "enable_chunked_prefill": {"value": True},
-    }
+    "vllm": pinned_overrides(
+        VllmEngine().space(ModelSpec.model_validate("Llama-3.1-8B"), HardwareSpec(gpu="H100-SXM")),
+        {"max_model_len": {"value": 8192}, "max_num_seqs": {"choices": [64, 128, 256]}},
+    )
 }
 
 # A worker process whose engine sleeps in run() from its ``slow_from``-th trial on.
