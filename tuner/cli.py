@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import math
 import sys
-import time
+import warnings
 from pathlib import Path
 
+import optuna
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -496,27 +497,31 @@ def fidelity(
 
 
 def main() -> None:
-    """Entry point: run the app, turning servetune errors into one line and exit code 2."""
-    started = time.monotonic()
+    """Entry point: run the app, turning servetune errors into one line and exit code 2.
+
+    Typer (non-standalone) returns 130 for Ctrl-C instead of raising, and raises its own
+    vendored click exceptions for usage errors, so both are read by shape, not by class.
+    """
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except ServetuneError as exc:
         if _state["debug"]:
             raise
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted: completed trials are saved; run again to resume")
-        sys.exit(130)
+        code = 130
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        code = exc.exit_code
+    except Exception as exc:  # usage errors (unknown flag, missing argument) and aborts
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
-    logging.getLogger(__name__).debug("done in %.1fs", time.monotonic() - started)
+        if type(exc).__name__ == "Abort":
+            code = 130
+        else:
+            raise
+    if code == 130:
+        err_console.print("interrupted: completed trials are saved; run again to resume")
+    sys.exit(code if isinstance(code, int) else 0)

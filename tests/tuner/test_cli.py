@@ -111,3 +111,46 @@ def test_debug_shows_the_traceback(tmp_path):
     path = _write(tmp_path, {**SPEC, "model": "GPT-9"})
     done = servetune("--debug", "run", str(path), cwd=tmp_path)
     assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path):
+    import signal
+    import time
+
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/cli.db"
+    spec = _write(tmp_path, {**SPEC, "budget": {"trials": 400}, "storage": storage})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "run", str(spec), "--no-export"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    done = 0
+    while time.monotonic() < deadline and done < 5:  # let a few trials finish first
+        time.sleep(0.5)
+        try:
+            done = len(optuna.load_study(study_name="cli", storage=storage).trials)
+        except KeyError:
+            continue
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "completed trials are saved" in err and "Traceback" not in err
+    before = optuna.load_study(study_name="cli", storage=storage)
+    kept = {t.number: t.values for t in before.trials if t.state.name == "COMPLETE"}
+    assert kept and all(t.state.is_finished() for t in before.trials)
+    again = servetune("run", str(spec), "--trials", str(len(kept) + 3), "--no-export", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    after = optuna.load_study(study_name="cli", storage=storage)
+    assert {t.number: t.values for t in after.trials if t.number in kept} == kept
+    assert sum(t.state.name == "COMPLETE" for t in after.trials) >= len(kept) + 3
+
+
+def test_unknown_flag_is_a_usage_error_exit_2(tmp_path):
+    done = servetune("run", "x.yaml", "--trialz", "3", cwd=tmp_path)
+    assert done.returncode == 2 and "--trialz" in done.stderr
+    assert "Traceback" not in done.stderr
