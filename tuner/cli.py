@@ -395,7 +395,7 @@ def dashboard(
     host: str = typer.Option("127.0.0.1", help="address to bind"),
     port: int = typer.Option(8080, help="port"),
 ) -> None:
-    """Open the study in optuna-dashboard (pip install servetune[dashboard])."""
+    """Open the study in optuna-dashboard (the dashboard extra: pip install optuna-dashboard)."""
     try:
         from optuna_dashboard import run_server
     except ImportError:

@@ -154,3 +154,34 @@ def test_unknown_flag_is_a_usage_error_exit_2(tmp_path):
     done = servetune("run", "x.yaml", "--trialz", "3", cwd=tmp_path)
     assert done.returncode == 2 and "--trialz" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_dashboard_serves_the_study_on_loopback(tmp_path):
+    import socket
+    import time
+
+    import httpx
+
+    pytest.importorskip("optuna_dashboard")
+    storage = f"sqlite:///{tmp_path}/cli.db"
+    spec = _write(tmp_path, {**SPEC, "budget": {"trials": 3}, "storage": storage})
+    assert servetune("run", str(spec), "--no-export", cwd=tmp_path).returncode == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", "dashboard", str(spec), "--port",
+                             str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline, studies = time.monotonic() + 30, None
+        while time.monotonic() < deadline and studies is None:
+            try:
+                reply = httpx.get(f"http://127.0.0.1:{port}/api/studies", timeout=2,
+                                  trust_env=False)
+                studies = reply.json()["study_summaries"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                time.sleep(0.3)
+        assert studies and studies[0]["study_name"] == "cli"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
