@@ -169,15 +169,19 @@ def test_dashboard_serves_the_study_on_loopback(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tuner", "dashboard", str(spec), "--port",
-                             str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "dashboard", str(spec), "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline, studies = time.monotonic() + 30, None
         while time.monotonic() < deadline and studies is None:
             try:
-                reply = httpx.get(f"http://127.0.0.1:{port}/api/studies", timeout=2,
-                                  trust_env=False)
+                reply = httpx.get(
+                    f"http://127.0.0.1:{port}/api/studies", timeout=2, trust_env=False
+                )
                 studies = reply.json()["study_summaries"]
             except (httpx.HTTPError, ValueError, KeyError):
                 time.sleep(0.3)
