@@ -9,6 +9,9 @@ same running server, runs ``vllm bench serve`` with the same workload, so the tw
 numbers can be compared (written to DIR/crosscheck.json). ``study`` resumes the servetune study
 (studies/real/h100-llama8b-vllm.yaml) and stops starting trials when too little time is left;
 the Optuna DB is copied to DIR after every trial so nothing is lost if the machine goes.
+
+On the device machine, run ``setup`` in every call: ignored folders such as the model
+directory do not survive from one call to the next.
 """
 
 from __future__ import annotations
@@ -92,13 +95,15 @@ def baseline(out: Path) -> None:
         "--dataset-name",
         "random",
         "--random-input-len",
-        "1024",
+        str(spec.workload.input_tokens.value),
         "--random-output-len",
-        "256",
+        str(spec.workload.output_tokens.value),
         "--num-prompts",
-        "800",
+        str(spec.workload.num_requests),
         "--max-concurrency",
-        "256",
+        str(spec.workload.arrival.concurrency),
+        "--num-warmups",
+        str(spec.workload.warmup_requests),
         "--ignore-eos",
         "--temperature",
         "0",
