@@ -19,6 +19,7 @@ from rich.table import Table
 
 from engines.errors import ServetuneError
 from tuner.objectives import label
+from tuner.report import fmt, poll_printer, print_front, progress_printer
 
 app = typer.Typer(
     add_completion=False,
@@ -93,10 +94,10 @@ def run(
     if workers > 1 or gpus:
         from tuner.workers import parse_gpus, run_workers
 
-        study = run_workers(spec, workers, parse_gpus(gpus), on_poll=_poll_printer())
+        study = run_workers(spec, workers, parse_gpus(gpus), on_poll=poll_printer(console))
     else:
-        study = run_study(spec, progress=_progress_printer(spec))
-    _print_front(study)
+        study = run_study(spec, progress=progress_printer(spec, console))
+    print_front(study, console)
     count = spec.finalists.count if remeasure is None else remeasure
     if count:
         _remeasure(study, spec, count)
@@ -128,8 +129,8 @@ def _remeasure(study, spec, count: int) -> None:
         table.add_row(
             f"{r.trial}{mark}" + (" (baseline)" if r.baseline else ""),
             "yes" if r.feasible else "no",
-            _fmt(r.metrics.get(metric)),
-            f"[{_fmt(low)}, {_fmt(high)}]",
+            fmt(r.metrics.get(metric)),
+            f"[{fmt(low)}, {fmt(high)}]",
             "-" if ratio is None else f"{ratio:.2f}x",
         )
     console.print(table)
@@ -184,7 +185,7 @@ def worker(
         heartbeat_s=heartbeat,
         grace_s=grace,
         requeue_lost=requeue_lost,
-        progress=_progress_printer(spec),
+        progress=progress_printer(spec, console),
     )
     pid = os.getpid()
     mine = sum(
@@ -201,142 +202,6 @@ def _redacted(url: str) -> str:
     return redact(url)
 
 
-def _poll_printer():
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn("trials (all workers)"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-    state: dict = {"task": None}
-
-    def update(done, total):
-        if state["task"] is None:
-            progress.start()
-            state["task"] = progress.add_task("trials", total=total)
-        progress.update(state["task"], completed=done)
-        if total is not None and done >= total:
-            progress.stop()
-
-    return update
-
-
-def _progress_printer(spec):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[best]}"),
-        console=console,
-        transient=True,
-    )
-    state: dict = {"task": None, "best": None}
-    metric = spec.winner_metric
-    sign = 1 if spec.objectives[0].direction == "maximize" else -1
-
-    def update(outcome, done, total):
-        if state["task"] is None:
-            progress.start()
-            state["task"] = progress.add_task("trials", total=total, best="")
-        if outcome.state == "COMPLETE" and outcome.feasible:
-            idx = (
-                [o.metric for o in spec.objectives].index(metric)
-                if metric in [o.metric for o in spec.objectives]
-                else 0
-            )
-            value = outcome.values[idx]
-            if state["best"] is None or sign * value > sign * state["best"]:
-                state["best"] = value
-        best = f"best {label(metric)}: {state['best']:.4g}" if state["best"] is not None else ""
-        progress.update(state["task"], completed=done, best=best)
-        if total is not None and done >= total:
-            progress.stop()
-
-    return update
-
-
-def _print_front(study) -> None:
-    from tuner.results import study_front
-
-    front = study_front(study)
-    states = {}
-    for r in front.records:
-        states[r.state] = states.get(r.state, 0) + 1
-    all_trials = study.get_trials(deepcopy=False)
-    failed = sum(1 for t in all_trials if t.state.name == "FAIL")
-    pruned = sum(1 for t in all_trials if t.state.name == "PRUNED")
-    table = Table(
-        title=f"Pareto front of {study.study_name}: {len(front.front)} of "
-        f"{len(front.feasible)} feasible ({len(front.records)} completed, "
-        f"{pruned} rejected, {failed} failed); hypervolume {front.hypervolume:.4g}"
-    )
-    table.add_column("trial", justify="right")
-    table.add_column("engine")
-    table.add_column("precision")
-    for metric in front.metrics:
-        table.add_column(label(metric), justify="right")
-    table.add_column("key options")
-    sign = 1 if front.directions[0] == "maximize" else -1
-    repeats: dict[tuple, list[int]] = {}
-    for number in sorted(front.front):  # configs with identical results: one row, counted
-        r = front.record(number)
-        key = (r.engine, r.precision, *(round(r.metrics.get(m, 0.0), 6) for m in front.metrics))
-        repeats.setdefault(key, []).append(number)
-    shown = sorted(
-        (numbers for numbers in repeats.values()),
-        key=lambda ns: -sign * front.record(ns[0]).metrics.get(front.metrics[0], 0),
-    )
-    for numbers in shown:
-        number = front.winner if front.winner in numbers else numbers[0]
-        r = front.record(number)
-        mark = (" *" if number == front.winner else "") + (
-            f" (x{len(numbers)})" if len(numbers) > 1 else ""
-        )
-        keys = ", ".join(
-            f"{k}={v}"
-            for k, v in r.config.items()
-            if k
-            in (
-                "max_num_seqs",
-                "max_batch_size",
-                "max_num_batched_tokens",
-                "max_num_tokens",
-                "tensor_parallel_size",
-                "tp_size",
-                "pipeline_parallel_size",
-                "pp_size",
-            )
-        )
-        table.add_row(
-            f"{number}{mark}",
-            r.engine,
-            r.precision or "",
-            *[_fmt(r.metrics.get(m)) for m in front.metrics],
-            keys,
-        )
-    console.print(table)
-    if front.records and front.records[0].estimated:
-        console.print(
-            "[dim]* winner; (xN): N configs with the same results. Numbers are "
-            "estimated by the sim engine, not measured.[/]"
-        )
-    else:
-        console.print("[dim]* winner; (xN): N configs with the same results.[/]")
-
-
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
-
-
 @app.command()
 def show(
     study: str = typer.Argument(..., help="study name or spec path"),
@@ -344,7 +209,7 @@ def show(
 ) -> None:
     """Show a study's feasible Pareto front."""
     optuna_study, _ = _resolve(study, storage)
-    _print_front(optuna_study)
+    print_front(optuna_study, console)
 
 
 @app.command("export")
@@ -469,7 +334,7 @@ def fidelity(
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for r in report.rows:
         cells.setdefault((r["point"], r["predictor"]), {})[r["metric"]] = (
-            f"{_fmt(r['predicted'])} / {_fmt(r['measured'])} ({r['ape_pct']:.0f}%)"
+            f"{fmt(r['predicted'])} / {fmt(r['measured'])} ({r['ape_pct']:.0f}%)"
         )
     for (point, predictor), values in cells.items():
         table.add_row(point, predictor, *[values.get(m, "-") for m in METRICS])
