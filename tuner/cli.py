@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from engines.errors import ServetuneError
@@ -373,7 +374,7 @@ def main() -> None:
     except ServetuneError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         code = 130

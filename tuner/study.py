@@ -42,6 +42,8 @@ NOT_COUNTED = (
     "worker_lost",
     "over_budget",
 )
+# Failures that no config can avoid (the engine is not there): recorded, then the study stops.
+STOPS_THE_STUDY = ("not_installed",)
 # The Optuna parameter (and trial attribute) of a workload sweep's load level.
 LOAD_PARAM = "load"
 # A space whose suggestions keep being rejected ends the study instead of looping.
@@ -321,6 +323,8 @@ def _measure(
         measurement = engine.run(config, ctx)
     except EngineError as exc:
         _fail(study, trial, exc.reason, exc.detail, exc.log_path)
+        if exc.reason in STOPS_THE_STUDY:  # no other config can do better: say so once
+            raise StudyError(f"trial {trial.number}: {exc.detail}") from None
         return outcome("FAIL", reason=f"{exc.reason}: {exc.detail}")
     except Exception as exc:  # a bug or an unexpected engine error must not end the study
         log.exception("trial %d failed unexpectedly", trial.number)

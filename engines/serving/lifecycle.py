@@ -247,15 +247,22 @@ class ServerProcess:
         with self.log_path.open("ab") as out:
             out.write(f"$ {' '.join(self.argv)}\n".encode())
             out.flush()
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self.env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                )
+            except (FileNotFoundError, PermissionError) as exc:
+                raise EngineError(
+                    "not_installed",
+                    f"cannot run {self.argv[0]!r} ({exc.strerror}): install the engine (e.g. "
+                    "pip install 'servetune[vllm]') or set options.server_command",
+                ) from None
         _LIVE.add(self)
         try:
             self._wait_healthy(began)

@@ -189,3 +189,24 @@ def test_dashboard_serves_the_study_on_loopback(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_real_runner_without_the_engine_stops_with_one_line(tmp_path):
+    storage = f"sqlite:///{tmp_path}/cli.db"
+    spec = _write(
+        tmp_path,
+        {
+            **SPEC,
+            "runner": "real",
+            "storage": storage,
+            "options": {"server_command": ["no-such-vllm-binary", "serve"]},
+        },
+    )
+    done = servetune("run", str(spec), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "cannot run 'no-such-vllm-binary'" in done.stderr and "servetune[vllm]" in done.stderr
+    assert "Traceback" not in done.stderr
+    import optuna
+
+    trials = optuna.load_study(study_name="cli", storage=storage).trials
+    assert len(trials) == 1 and trials[0].user_attrs["fail"]["reason"] == "not_installed"
