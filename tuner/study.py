@@ -200,19 +200,21 @@ def fail_reason(trial: optuna.trial.FrozenTrial) -> str | None:
     return (trial.user_attrs.get("fail") or {}).get("reason")
 
 
+def holds_budget(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial uses up (or, queued or running, will use up) part of the budget: every
+    trial but those that failed or were rejected for a reason in ``NOT_COUNTED``."""
+    if trial.state in (TrialState.FAIL, TrialState.PRUNED):
+        return fail_reason(trial) not in NOT_COUNTED
+    return True
+
+
 def counted_trials(study: optuna.Study) -> int:
     """Trials that used up budget: finished, or still running (possibly in another worker)."""
-    count = 0
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state == TrialState.WAITING:
-            continue
-        if (
-            trial.state in (TrialState.FAIL, TrialState.PRUNED)
-            and fail_reason(trial) in NOT_COUNTED
-        ):
-            continue
-        count += 1
-    return count
+    return sum(
+        1
+        for trial in study.get_trials(deepcopy=False)
+        if trial.state != TrialState.WAITING and holds_budget(trial)
+    )
 
 
 def run_study(

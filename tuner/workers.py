@@ -45,12 +45,11 @@ from tuner.search import make_sampler
 from tuner.spec import StudySpec
 from tuner.storage import _tune_sqlite, open_storage, redact
 from tuner.study import (
-    NOT_COUNTED,
     ProgressCallback,
     _enqueue_starts,
     build_engines,
     counted_trials,
-    fail_reason,
+    holds_budget,
     open_study,
     run_one_trial,
     search_spaces,
@@ -185,17 +184,11 @@ class BudgetStatus:
     waiting: int
 
 
-def _holds_budget(trial: FrozenTrial) -> bool:
-    if trial.state in (TrialState.FAIL, TrialState.PRUNED):
-        return fail_reason(trial) not in NOT_COUNTED
-    return True  # RUNNING, WAITING (queued configs are run first) and COMPLETE
-
-
 def budget_status(study: optuna.Study) -> BudgetStatus:
     """How much of the budget is done, in flight and queued, across all workers."""
     done = running = waiting = 0
     for trial in study.get_trials(deepcopy=False):
-        if not _holds_budget(trial):
+        if not holds_budget(trial):
             continue
         if trial.state == TrialState.RUNNING:
             running += 1
@@ -213,9 +206,7 @@ def budget_position(study: optuna.Study, number: int) -> int:
     and a trial's position can only go down later (an earlier trial may still end not counted),
     never up: once inside the budget, a trial stays inside.
     """
-    return sum(
-        1 for t in study.get_trials(deepcopy=False) if t.number < number and _holds_budget(t)
-    )
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and holds_budget(t))
 
 
 # ---------------------------------------------------------------- one worker's view of an engine
