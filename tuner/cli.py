@@ -21,6 +21,7 @@ from rich.table import Table
 from engines.errors import ServetuneError
 from tuner.objectives import label
 from tuner.report import fmt, poll_printer, print_front, progress_printer
+from tuner.storage import redact
 
 app = typer.Typer(
     add_completion=False,
@@ -176,7 +177,7 @@ def worker(
     spec = _spec_with_overrides(spec_path, trials, storage=storage, name=name)
     owned = parse_gpus(gpus)
     console.print(
-        f"[bold]worker[/] on {spec.name} ({_redacted(spec.storage_url)}), GPUs "
+        f"[bold]worker[/] on {spec.name} ({redact(spec.storage_url)}), GPUs "
         f"{','.join(owned) if owned else 'unrestricted'}, budget "
         f"{spec.budget.trials} trials shared by all workers"
     )
@@ -195,12 +196,6 @@ def worker(
         if (t.user_attrs.get("worker") or {}).get("pid") == pid
     )
     console.print(f"done: this worker measured {mine} trials")
-
-
-def _redacted(url: str) -> str:
-    from tuner.storage import redact
-
-    return redact(url)
 
 
 @app.command()
