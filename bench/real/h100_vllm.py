@@ -3,6 +3,7 @@
     python bench/real/h100_vllm.py setup                 # dummy Llama-3.1-8B model directory
     python bench/real/h100_vllm.py baseline --out DIR    # trial 0 (vLLM defaults) + vllm bench serve
     python bench/real/h100_vllm.py study --seconds 540 --out DIR   # resume the study until then
+    python bench/real/h100_vllm.py finalize --out DIR    # winner + baseline re-measured, capacity
 
 ``baseline`` measures vLLM's default config as the study's first trial and then, on the very
 same running server, runs ``vllm bench serve`` with the same workload, so the two tools'
@@ -10,8 +11,15 @@ numbers can be compared (written to DIR/crosscheck.json). ``study`` resumes the 
 (studies/real/h100-llama8b-vllm.yaml) and stops starting trials when too little time is left;
 the Optuna DB is copied to DIR after every trial so nothing is lost if the machine goes.
 
+``finalize`` re-measures the study's winner next to the baseline on the same machine (trials of
+one study can come from two machines: the device tool lends each for 30 minutes), each run
+``--repeats`` times on one running server, with its capacity under ``CAPACITY_SLOS`` and NVML
+energy per token (issue 15's proof); it writes DIR/finalists.json.
+
 On the device machine, run ``setup`` in every call: ignored folders such as the model
-directory do not survive from one call to the next.
+directory do not survive from one call to the next. ``--state DIR`` (e.g. /root/campaign) keeps
+the study's DB on the machine between calls while it stays warm: each command starts from the
+newer of that copy and the one in the working tree.
 """
 
 from __future__ import annotations
@@ -33,6 +41,31 @@ from tuner.study import build_engines, run_study  # noqa: E402
 
 SPEC = Path("studies/real/h100-llama8b-vllm.yaml")
 TRIAL_SECONDS = 150  # a restart (~60 s) plus 800 requests (~60 s), with margin
+# Interactive-chat limits for the capacity search (not constraints of the study itself).
+CAPACITY_SLOS = {"ttft_p99_ms": 2000.0, "tpot_p99_ms": 60.0}
+STATE: Path | None = None
+
+
+def _db_path(spec) -> Path:
+    return Path(spec.storage_url.removeprefix("sqlite:///"))
+
+
+def _restore_db(spec) -> None:
+    """Start from the machine's own copy of the DB when it is newer than the working tree's."""
+    if STATE is None:
+        return
+    kept, db = STATE / _db_path(spec).name, _db_path(spec)
+    if kept.exists() and (not db.exists() or kept.stat().st_mtime > db.stat().st_mtime):
+        for suffix in ("-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+        db.write_bytes(kept.read_bytes())
+        print(f"restored {db} from {kept}", flush=True)
+
+
+def _save(out: Path, spec) -> None:
+    _copy_db(out, spec)
+    if STATE is not None:
+        _copy_db(STATE, spec)
 
 
 def _copy_db(out: Path, spec) -> None:
@@ -41,7 +74,7 @@ def _copy_db(out: Path, spec) -> None:
     The storage runs in WAL mode, so the .db file alone can lack the latest trials (they sit
     in the -wal file until a checkpoint): copying the file lost a finished trial once.
     """
-    db = Path(spec.storage_url.removeprefix("sqlite:///"))
+    db = _db_path(spec)
     if db.exists():
         out.mkdir(parents=True, exist_ok=True)
         source, target = sqlite3.connect(db), sqlite3.connect(out / db.name)
@@ -68,10 +101,11 @@ class _KeepServer:
 
 def baseline(out: Path) -> None:
     spec = load_spec(SPEC)
+    _restore_db(spec)
     first = spec.model_copy(update={"budget": spec.budget.model_copy(update={"trials": 1})})
     engines = {name: _KeepServer(e) for name, e in build_engines(first).items()}
     study = run_study(first, engines=engines)
-    _copy_db(out, spec)
+    _save(out, spec)
     trial = study.trials[0]
     server = _POOL.current
     if server is None or trial.state.name != "COMPLETE":
@@ -161,11 +195,12 @@ def baseline(out: Path) -> None:
 def study(seconds: float, out: Path) -> None:
     began = time.monotonic()
     spec = load_spec(SPEC)
+    _restore_db(spec)
     minutes = max(0.1, (seconds - TRIAL_SECONDS) / 60.0)
     spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"minutes": minutes})})
 
     def progress(outcome, done, total):
-        _copy_db(out, spec)
+        _save(out, spec)
         print(
             f"[{time.monotonic() - began:6.0f}s] trial {outcome.number} {outcome.state} "
             f"{outcome.values} {outcome.reason or ''}",
@@ -173,24 +208,92 @@ def study(seconds: float, out: Path) -> None:
         )
 
     run_study(spec, progress=progress)
-    _copy_db(out, spec)
+    _save(out, spec)
+
+
+def finalize(out: Path, repeats: int) -> None:
+    """Winner and baseline re-measured in one call: spread over runs, capacity, joules/token."""
+    from tuner.results import trial_records
+    from tuner.study import make_context, open_study
+
+    spec = load_spec(SPEC)
+    _restore_db(spec)
+    variant = spec.model_copy(
+        update={
+            "slos": dict(CAPACITY_SLOS),
+            "measurement": spec.measurement.model_copy(
+                update={"repeats": repeats, "capacity": True}
+            ),
+            "options": {
+                **spec.options,
+                "capacity": {"max_steps": 5, "rel_tol": 0.15, "min_duration_s": 8.0},
+            },
+        }
+    )
+    records = trial_records(open_study(spec, create=False))
+    base = next(r for r in records if r.baseline and r.state == "COMPLETE")
+    winner = best_within_baseline_ttft(records, base)
+    engine = build_engines(variant)["vllm"]
+    began = time.monotonic()
+    report: dict = {"slos_for_capacity": CAPACITY_SLOS, "repeats": repeats, "configs": []}
+    try:
+        for record in (base, winner):
+            ctx = make_context(variant, record.number)
+            measured = engine.run(record.config, ctx)
+            report["configs"].append(
+                {
+                    "trial": record.number,
+                    "baseline": record.baseline,
+                    "config": record.config,
+                    "study_metrics": record.metrics,
+                    "measurement": measured.to_dict(),
+                }
+            )
+            report["seconds"] = round(time.monotonic() - began, 1)
+            (out / "finalists.json").write_text(json.dumps(report, indent=2, default=str))
+            print(
+                f"[{time.monotonic() - began:6.0f}s] trial {record.number}: "
+                f"{measured.output_tokens_per_s:.0f} tok/s, capacity {measured.capacity_rps} req/s, "
+                f"{measured.joules_per_token} J/tok, runs {measured.extra.get('runs')}",
+                flush=True,
+            )
+    finally:
+        engine.close()
+
+
+def best_within_baseline_ttft(records, base):
+    """The highest-throughput completed trial whose p99 TTFT is no worse than the baseline's
+    (the issue's target), else the highest-throughput one."""
+    done = [r for r in records if r.state == "COMPLETE" and not r.baseline]
+    if not done:
+        raise SystemExit("no completed trial besides the baseline")
+    limit = base.metrics["ttft_p99_ms"]
+    within = [r for r in done if r.metrics.get("ttft_p99_ms", float("inf")) <= limit]
+    return max(within or done, key=lambda r: r.metrics.get("output_tokens_per_s", 0.0))
 
 
 def main() -> None:
-    global SPEC
+    global SPEC, STATE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["setup", "baseline", "study"])
+    parser.add_argument("command", choices=["setup", "baseline", "study", "finalize"])
     parser.add_argument("--out", type=Path, default=Path("out"))
     parser.add_argument("--seconds", type=float, default=540)
     parser.add_argument("--spec", type=Path, default=SPEC, help="(tests: a stand-in variant)")
+    parser.add_argument("--state", type=Path, default=None, help="DB kept here between calls")
+    parser.add_argument("--repeats", type=int, default=3, help="finalize: runs per config")
     args = parser.parse_args()
     SPEC = args.spec
+    if args.state is not None:
+        args.state.mkdir(parents=True, exist_ok=True)
+        STATE = args.state
     if args.command == "setup":
         make(Path(load_spec(SPEC).model.path))
     elif args.command == "baseline":
         baseline(args.out)
-    else:
+    elif args.command == "study":
         study(args.seconds, args.out)
+    else:
+        finalize(args.out, args.repeats)
 
 
 if __name__ == "__main__":
