@@ -52,9 +52,16 @@ def setup(gguf: Path) -> None:
     if (target / "config.json").exists():
         print(f"{target} exists")
         return
-    model = AutoModelForCausalLM.from_pretrained(
+    loaded = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.bfloat16
     )
+    # transformers refuses to save a model it loaded from GGUF ("not serializable"), though
+    # its weights are already dequantized: copy them into a plain model built from its config.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16)
+    model.load_state_dict(loaded.state_dict())
     model.save_pretrained(str(target), safe_serialization=True)
     AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(
         str(target)

@@ -110,6 +110,13 @@ def baseline(out: Path) -> None:
     server = _POOL.current
     if server is None or trial.state.name != "COMPLETE":
         raise SystemExit(f"baseline failed: {trial.state.name} {trial.user_attrs.get('fail')}")
+    crosscheck(spec, server, trial.user_attrs["metrics"], out, trial.user_attrs["result"])
+    _POOL.close()
+
+
+def crosscheck(spec, server, mine: dict, out: Path, result: dict | None = None) -> None:
+    """``vllm bench serve`` with the study's workload on the running ``server``; both tools'
+    numbers side by side in DIR/crosscheck.json."""
     model_dir = spec.model.path
     started = time.monotonic()
     argv = [
@@ -154,9 +161,7 @@ def baseline(out: Path) -> None:
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=400)
     (out / "vllm_bench_serve.log").write_text(done.stdout[-20000:] + done.stderr[-20000:])
-    _POOL.close()
     bench = json.loads((out / "vllm_bench_serve.json").read_text())
-    mine = trial.user_attrs["metrics"]
     pairs = {
         "output_tokens_per_s": "output_throughput",
         "ttft_p50_ms": "median_ttft_ms",
@@ -180,9 +185,9 @@ def baseline(out: Path) -> None:
     (out / "crosscheck.json").write_text(
         json.dumps(
             {
-                "server_argv": trial.user_attrs["result"]["measurement"]["extra"].get(
-                    "server_argv"
-                ),
+                "server_argv": ((result or {}).get("measurement") or {})
+                .get("extra", {})
+                .get("server_argv"),
                 "bench_seconds": round(time.monotonic() - started, 1),
                 "metrics": rows,
             },
@@ -211,7 +216,7 @@ def study(seconds: float, out: Path) -> None:
     _save(out, spec)
 
 
-def finalize(out: Path, repeats: int) -> None:
+def finalize(out: Path, repeats: int, only: str = "both") -> None:
     """Winner and baseline re-measured in one call: spread over runs, capacity, joules/token."""
     from tuner.results import trial_records
     from tuner.study import make_context, open_study
@@ -226,7 +231,7 @@ def finalize(out: Path, repeats: int) -> None:
             ),
             "options": {
                 **spec.options,
-                "capacity": {"max_steps": 5, "rel_tol": 0.15, "min_duration_s": 8.0},
+                "capacity": {"max_steps": 4, "rel_tol": 0.2, "min_duration_s": 8.0},
             },
         }
     )
@@ -236,10 +241,14 @@ def finalize(out: Path, repeats: int) -> None:
     engine = build_engines(variant)["vllm"]
     began = time.monotonic()
     report: dict = {"slos_for_capacity": CAPACITY_SLOS, "repeats": repeats, "configs": []}
+    chosen = {"both": (base, winner), "baseline": (base,), "winner": (winner,)}[only]
+    target = out / ("finalists.json" if only == "both" else f"finalists-{only}.json")
     try:
-        for record in (base, winner):
+        for record in chosen:
             ctx = make_context(variant, record.number)
             measured = engine.run(record.config, ctx)
+            if record.baseline and _POOL.current is not None:  # same server, the other tool
+                crosscheck(spec, _POOL.current, measured.metrics(), out)
             report["configs"].append(
                 {
                     "trial": record.number,
@@ -250,7 +259,7 @@ def finalize(out: Path, repeats: int) -> None:
                 }
             )
             report["seconds"] = round(time.monotonic() - began, 1)
-            (out / "finalists.json").write_text(json.dumps(report, indent=2, default=str))
+            target.write_text(json.dumps(report, indent=2, default=str))
             print(
                 f"[{time.monotonic() - began:6.0f}s] trial {record.number}: "
                 f"{measured.output_tokens_per_s:.0f} tok/s, capacity {measured.capacity_rps} req/s, "
@@ -281,6 +290,7 @@ def main() -> None:
     parser.add_argument("--spec", type=Path, default=SPEC, help="(tests: a stand-in variant)")
     parser.add_argument("--state", type=Path, default=None, help="DB kept here between calls")
     parser.add_argument("--repeats", type=int, default=3, help="finalize: runs per config")
+    parser.add_argument("--only", choices=["both", "baseline", "winner"], default="both")
     args = parser.parse_args()
     SPEC = args.spec
     if args.state is not None:
@@ -293,7 +303,7 @@ def main() -> None:
     elif args.command == "study":
         study(args.seconds, args.out)
     else:
-        finalize(args.out, args.repeats)
+        finalize(args.out, args.repeats, args.only)
 
 
 if __name__ == "__main__":
