@@ -38,6 +38,28 @@ def suggest_config(
     return engine, config
 
 
+def config_from_params(
+    engine: str, space: list[Param], params: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The config that Optuna ``params`` stand for under ``engine`` (the inverse of the
+    suggestions :func:`suggest_config` makes); None when an option it needs is not in ``params``.
+
+    Lets a sampler judge a candidate before it becomes a trial (see :mod:`tuner.strategy`).
+    """
+    config: dict[str, Any] = {}
+    for param in space:
+        if not param.applies(config):
+            continue
+        if param.kind == "categorical" and len(param.choices) == 1:
+            config[param.name] = param.choices[0]
+            continue
+        key = param_key(engine, param.search_name)
+        if key not in params:
+            return None
+        config[param.name] = params[key]
+    return config
+
+
 def _suggest(trial: optuna.Trial, key: str, param: Param) -> Any:
     if param.kind == "categorical":
         return trial.suggest_categorical(key, list(param.choices))

@@ -28,7 +28,7 @@ from tuner.objectives import constraint_values, request_slo
 from tuner.search import config_params, make_sampler, suggest_config
 from tuner.spec import StudySpec, parse_spec
 from tuner.storage import open_storage, redact
-from tuner.strategy import pre_run_veto
+from tuner.strategy import pre_run_veto, teach_validity
 from tuner.versions import tool_versions
 
 log = logging.getLogger(__name__)
@@ -263,6 +263,7 @@ def run_one_trial(
     study: optuna.Study, spec: StudySpec, engines: dict[str, Engine], spaces: dict[str, list]
 ) -> TrialOutcome:
     """Ask for one config, validate and measure it, and tell the study how it went."""
+    teach_validity(study.sampler, spaces, _validity(spec, engines))
     trial = study.ask()
     try:
         engine_name, config = suggest_config(trial, spaces)
@@ -297,6 +298,20 @@ def run_one_trial(
     except KeyboardInterrupt:
         _fail(study, trial, "interrupted", "stopped by the user")
         raise
+
+
+def _validity(spec: StudySpec, engines: dict[str, Engine]) -> Callable[[str, Any], bool]:
+    """Whether an engine would accept a config: its cheap ``validate`` (the default sampler
+    judges candidates with it, see :class:`tuner.strategy.ValidityAwareTPE`)."""
+    ctx = make_context(spec)
+
+    def valid(name: str, config: Any) -> bool:
+        try:
+            return not engines[name].validate(dict(config), ctx)
+        except Exception:  # noqa: BLE001 - unsure: let the trial find out, as without the check
+            return True
+
+    return valid
 
 
 def _measure(

@@ -8,7 +8,7 @@ from functools import cache
 from typing import Any
 
 import optuna
-from searchbench.grid import Grid, load_grid
+from searchbench.grid import Grid, config_key, load_grid
 from searchbench.runner import (
     Objective,
     Run,
@@ -19,7 +19,7 @@ from searchbench.runner import (
 )
 from searchbench.scenarios import reality_scenario, scenarios
 
-from tuner.strategy import default_sampler, pre_run_veto
+from tuner.strategy import default_sampler, pre_run_veto, teach_validity
 
 
 @dataclass
@@ -67,8 +67,14 @@ def run_default(
         )
         return found[0] if found else None
 
+    def valid(engine, config):  # what Engine.validate says, as the grid recorded it
+        point = c.grid.points.get(config_key(engine, dict(config)))
+        return point is None or point["status"] != "invalid"
+
+    sampler = default_sampler(seed, len(c.objective.metrics))
+    teach_validity(sampler, c.spaces, valid)
     return run_optuna(
-        default_sampler(seed, len(c.objective.metrics)),
+        sampler,
         c.spaces,
         c.objective,
         grid_measure(c.grid, c.fails),
