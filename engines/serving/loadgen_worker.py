@@ -13,7 +13,8 @@ Worker protocol (stdlib only; plain tuples and dicts, as our classes live in ``_
 the job comes on stdin (pickle); the worker answers ``ready`` after its warmup and reads the common
 start time ``t0`` (a ``time.perf_counter()`` value: CLOCK_MONOTONIC on Linux, the same clock in
 every process); then stdout carries frames (4-byte length, pickle): ``("record", i, raw)`` per
-finished measured request, ``("result", {...})`` last. Any later stdin line, or stdin closing
+finished measured request (written in batches at most :data:`BATCH_S` apart),
+``("result", {...})`` last. Any later stdin line, or stdin closing
 (the parent gone), stops the shard.
 """
 
@@ -36,6 +37,8 @@ else:  # run as a script by a parent load generator
 #: ``on_record(i, raw)``: measured request ``i`` of the shard finished with ``raw``.
 RecordSink = Callable[[int, RawRecord], None]
 FRAME = struct.Struct("<I")
+#: A worker's records reach the parent at most this late (they are sent in batches).
+BATCH_S = 0.01
 
 
 @dataclass
@@ -202,23 +205,40 @@ async def _cancel(tasks: Sequence[asyncio.Future[None]]) -> None:
         _, pending = await asyncio.wait(pending, timeout=0.05)
 
 
-def _write_frame(message: object) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    sys.stdout.buffer.write(FRAME.pack(len(data)) + data)
+class _Outbox:
+    """Frames for stdout, written together at most :data:`BATCH_S` apart: one write (and one
+    wake-up of the parent) per batch rather than per record, on cores the server may share."""
+
+    def __init__(self) -> None:
+        self._frames: list[bytes] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def put(self, message: object) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        self._frames.append(FRAME.pack(len(data)) + data)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(BATCH_S, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        sys.stdout.buffer.write(b"".join(self._frames))
+        sys.stdout.buffer.flush()
+        self._frames.clear()
 
 
-async def _worker(shard: Shard) -> ShardResult:
-    """The shard with stdin as its barrier and stop line, stdout as its record stream."""
+async def _worker(shard: Shard) -> None:
+    """The shard with stdin as its barrier and stop line, stdout as its record stream (the
+    result frame last)."""
     loop = asyncio.get_running_loop()
+    outbox = _Outbox()
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin.buffer.raw)
     stop = asyncio.Event()
-    flush = []  # one flush per event-loop turn, however many records finished in it
 
     def on_record(i: int, raw: RawRecord) -> None:
-        _write_frame(("record", i, raw))
-        if not flush:
-            flush.append(loop.call_soon(_flush, flush))
+        outbox.put(("record", i, raw))
 
     async def watch_stdin() -> None:
         await stdin.readline()  # "stop", or b"" when the parent is gone
@@ -239,23 +259,17 @@ async def _worker(shard: Shard) -> ShardResult:
 
     watcher: list[asyncio.Future[None]] = []
     try:
-        return await run_shard(shard, barrier, on_record, stop)
+        result = await run_shard(shard, barrier, on_record, stop)
     finally:
         for task in watcher:
             task.cancel()
-
-
-def _flush(flush: list) -> None:
-    flush.clear()
-    sys.stdout.buffer.flush()
+    outbox.put(("result", vars(result)))
+    outbox.flush()
 
 
 def main() -> int:
     """Worker process: reads the job, streams records, ends with the result frame."""
-    shard = Shard(**pickle.load(sys.stdin.buffer))
-    result = asyncio.run(_worker(shard))
-    _write_frame(("result", vars(result)))
-    sys.stdout.buffer.flush()
+    asyncio.run(_worker(Shard(**pickle.load(sys.stdin.buffer))))
     return 0
 
 
