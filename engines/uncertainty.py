@@ -189,7 +189,8 @@ def beats_outside_noise(metric_direction: str, candidate: Interval, incumbent: I
 class MeasureSettings:
     """How a trial measures: ``repeats`` runs of the workload, ``warmup_requests`` before the
     first (None: the workload's own), each run at least ``min_duration_s`` long (the workload
-    repeated), intervals at ``level``, and whether to search ``capacity_rps`` afterwards.
+    repeated), intervals at ``level``, whether to search ``capacity_rps`` afterwards, and
+    whether to end an open-loop run once it is overloaded (``stop_overloaded``).
 
     Engines read it from ``ctx.options['measurement']`` (the study fills it from the spec)."""
 
@@ -198,6 +199,7 @@ class MeasureSettings:
     min_duration_s: float = 0.0
     level: float = DEFAULT_LEVEL
     capacity: bool = False
+    stop_overloaded: bool = False
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> MeasureSettings:

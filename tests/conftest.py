@@ -45,6 +45,25 @@ def assert_no_leftovers() -> Callable[[ServerProcess], None]:
     return _assert_no_leftovers
 
 
+@pytest.fixture
+def live_children() -> Callable[[], set[int]]:
+    """``live_children()``: pids of this process's children still running (zombies excluded),
+    to show that something started no process it did not also end."""
+
+    def found() -> set[int]:
+        pids = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                pids.add(int(stat.parent.name))
+        return pids
+
+    return found
+
+
 # ---------------------------------------------------------------- stand-in servers
 def _factory(log_dir: Path) -> tuple[Callable[..., ServerProcess], list[ServerProcess]]:
     made: list[ServerProcess] = []

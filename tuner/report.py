@@ -77,6 +77,7 @@ def progress_printer(spec, console: Console):
 
 def print_front(study, console: Console) -> None:
     from tuner.results import study_front
+    from tuner.study import OVERLOADED, fail_reason
 
     front = study_front(study)
     states = {}
@@ -84,11 +85,14 @@ def print_front(study, console: Console) -> None:
         states[r.state] = states.get(r.state, 0) + 1
     all_trials = study.get_trials(deepcopy=False)
     failed = sum(1 for t in all_trials if t.state.name == "FAIL")
-    pruned = sum(1 for t in all_trials if t.state.name == "PRUNED")
+    pruned = [t for t in all_trials if t.state.name == "PRUNED"]
+    overloaded = sum(1 for t in pruned if fail_reason(t) == OVERLOADED)
+    stopped = f", {overloaded} stopped as overloaded" if overloaded else ""
     table = Table(
         title=f"Pareto front of {study.study_name}: {len(front.front)} of "
         f"{len(front.feasible)} feasible ({len(front.records)} completed, "
-        f"{pruned} rejected, {failed} failed); hypervolume {front.hypervolume:.4g}"
+        f"{len(pruned) - overloaded} rejected{stopped}, {failed} failed); "
+        f"hypervolume {front.hypervolume:.4g}"
     )
     table.add_column("trial", justify="right")
     table.add_column("engine")

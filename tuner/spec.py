@@ -124,6 +124,12 @@ class MeasurementSpec(BaseModel):
         description="search capacity_rps per trial (default: when it is an objective, SLO or "
         "winner metric)",
     )
+    stop_overloaded: bool = Field(
+        default=False,
+        description="end an open-loop run once it is overloaded (requests in flight keep "
+        "growing, or TTFT keeps rising past its SLO); the trial is then PRUNED, reason "
+        "'overloaded'",
+    )
 
 
 class FinalistsSpec(BaseModel):
@@ -278,11 +284,14 @@ class StudySpec(BaseModel):
             "min_duration_s": m.min_duration_s,
             "level": m.confidence,
             "capacity": self.wants_capacity,
+            "stop_overloaded": m.stop_overloaded,
         }
 
     def spec_hash(self) -> str:
         """Stable hash of everything that defines the study (not its storage)."""
         data = self.model_dump(mode="json", exclude=_NOT_HASHED)
+        if not self.measurement.stop_overloaded:  # added later: studies made before keep theirs
+            del data["measurement"]["stop_overloaded"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -199,11 +199,16 @@ def _in_a_row(study: optuna.Study, reason: str) -> int:
 
 
 def duplicate_of(study: optuna.Study, engine: str, config: Mapping[str, Any]) -> int | None:
-    """Number of the finished trial that already measured ``config`` (None if none did)."""
+    """Number of the finished trial that already measured ``config`` (None if none did): one
+    that completed, failed, or was stopped early as overloaded (PRUNED after it ran)."""
     key = _key(engine, config)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+    for t in study.get_trials(deepcopy=False):
+        ran = t.state in (TrialState.COMPLETE, TrialState.FAIL) or (
+            t.state == TrialState.PRUNED and "result" in t.user_attrs
+        )
         if (
-            t.user_attrs.get("engine") == engine
+            ran
+            and t.user_attrs.get("engine") == engine
             and _key(engine, t.user_attrs.get("config", {})) == key
         ):
             return t.number

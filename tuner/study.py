@@ -3,7 +3,10 @@ and record everything needed to trust, compare and export the result.
 
 The ask/tell interface keeps control here: a rejected config is recorded as PRUNED with its
 reason, a failed measurement as FAIL with its reason, and Ctrl-C ends the trial in flight as FAIL
-("interrupted") so the study resumes with nothing lost.
+("interrupted") so the study resumes with nothing lost. A measurement the engine stopped early
+because its run was overloaded (``extra['stopped']``, spec ``measurement.stop_overloaded``) is
+Optuna's pruning case: PRUNED with reason ``overloaded`` and the symptom as detail, its partial
+metrics kept; unlike a rejection it ran, so it uses up budget and counts as measured.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from optuna.trial import TrialState
 
 from engines import Engine, EngineError, RunContext, get_engine
 from engines.errors import StudyError
+from engines.metrics import Measurement
 from engines.space import apply_overrides, space_defaults
 from tuner.mirror import can_mirror, in_memory_twin, persist_new
 from tuner.objectives import constraint_values, request_slo
@@ -48,6 +52,8 @@ STOPS_THE_STUDY = ("not_installed",)
 LOAD_PARAM = "load"
 # A space whose suggestions keep being rejected ends the study instead of looping.
 MAX_CONSECUTIVE_REJECTIONS = 50
+# The fail reason of a trial whose run was stopped early as overloaded (told PRUNED).
+OVERLOADED = "overloaded"
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,11 @@ class TrialOutcome:
     feasible: bool
     reason: str | None
     config: dict[str, Any]
+
+    @property
+    def rejected(self) -> bool:
+        """Told PRUNED before it ran (not a run stopped early as overloaded)."""
+        return self.state == "PRUNED" and not (self.reason or "").startswith(f"{OVERLOADED}:")
 
 
 ProgressCallback = Callable[[TrialOutcome, int, int | None], None]
@@ -241,7 +252,7 @@ def run_study(
                 stored = persist_new(study, persistent, stored)
             if progress:
                 progress(outcome, counted_trials(study), total)
-            rejected_in_a_row = rejected_in_a_row + 1 if outcome.state == "PRUNED" else 0
+            rejected_in_a_row = rejected_in_a_row + 1 if outcome.rejected else 0
             if rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
                 log.warning(
                     "%d suggestions in a row were rejected before running; stopping "
@@ -350,6 +361,15 @@ def _measure(
     metrics = measurement.metrics()
     trial.set_user_attr("metrics", metrics)
     values = [metrics.get(o.metric, math.nan) for o in spec.objectives]
+    constraints = constraint_values(metrics, spec.slos)
+    feasible = all(c <= 0 for c in constraints)
+    stopped = (measurement.extra or {}).get("stopped")
+    if stopped:  # a partial run: its values are not the config's, so the sampler gets none
+        _set_constraints(trial, spec, [1.0] * len(spec.slos))
+        trial.set_user_attr("result", _result(measurement, engine, constraints, False, started))
+        trial.set_user_attr("fail", {"reason": OVERLOADED, "detail": str(stopped)[:2000]})
+        study.tell(trial, state=TrialState.PRUNED)
+        return outcome("PRUNED", reason=f"{OVERLOADED}: {stopped}")
     if any(v is None or not math.isfinite(v) for v in values):
         _fail(
             study,
@@ -359,22 +379,28 @@ def _measure(
             f"{measurement.num_completed}/{measurement.num_requests} requests)",
         )
         return outcome("FAIL", reason="no_result")
-    constraints = constraint_values(metrics, spec.slos)
-    feasible = all(c <= 0 for c in constraints)
     _set_constraints(trial, spec, constraints)
-    trial.set_user_attr(
-        "result",
-        {
-            "feasible": feasible,
-            "estimated": measurement.estimated,
-            "constraints": constraints,
-            "measurement": json.loads(json.dumps(measurement.to_dict(), default=str)),
-            "versions": engine.versions(),
-            "trial_seconds": round(time.monotonic() - started, 4),
-        },
-    )
+    trial.set_user_attr("result", _result(measurement, engine, constraints, feasible, started))
     study.tell(trial, values)
     return outcome("COMPLETE", values, feasible)
+
+
+def _result(
+    measurement: Measurement,
+    engine: Engine,
+    constraints: list[float],
+    feasible: bool,
+    started: float,
+) -> dict[str, Any]:
+    """The ``result`` attribute of a trial that ran: the whole measurement and its verdict."""
+    return {
+        "feasible": feasible,
+        "estimated": measurement.estimated,
+        "constraints": constraints,
+        "measurement": json.loads(json.dumps(measurement.to_dict(), default=str)),
+        "versions": engine.versions(),
+        "trial_seconds": round(time.monotonic() - started, 4),
+    }
 
 
 def _set_constraints(trial: optuna.Trial, spec: StudySpec, values: list[float]) -> None:

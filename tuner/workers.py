@@ -326,7 +326,7 @@ def run_worker(
                 continue
             if progress:
                 progress(outcome, counted_trials(study), total)
-            rejected = rejected + 1 if outcome.state == "PRUNED" else 0
+            rejected = rejected + 1 if outcome.rejected else 0
             if rejected >= MAX_CONSECUTIVE_REJECTIONS or outcome.reason == "grid_exhausted":
                 log.warning("stopping: %s", outcome.reason)
                 break

@@ -18,15 +18,24 @@ set ``server_command`` or ``<engine>_server_command`` (a list replacing ``argv[0
 (combined with confidence intervals), warmup, a minimum run length and a capacity search
 (``ctx.options['capacity']`` tunes it); each run is wrapped in NVML power sampling
 (:mod:`.power`) and priced per million output tokens.
+
+With ``stop_overloaded`` an open-loop run is watched by
+:class:`engines.serving.capacity.OverloadMonitor` through the load generator's streaming hook:
+once the queue grows without bound or TTFT keeps rising past its SLO, the run ends there (no
+further repeats, capacity search or accuracy suite) and the measurement of what finished carries
+the symptom in ``extra['stopped']``, which the study records as a PRUNED trial. A closed loop is
+not watched: its in-flight requests are capped by the concurrency, so its queue cannot run away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +43,7 @@ import numpy as np
 from engines.base import Config, Engine, RunContext
 from engines.errors import EngineError
 from engines.metrics import Measurement, RequestRecord, cost_per_mtok, summarize
+from engines.serving.capacity import OverloadMonitor
 from engines.serving.lifecycle import HOST, ServerProcess, classify_failure, free_port
 from engines.serving.loadgen import LoadRequest, LoadResult, run_load
 from engines.serving.pool import ServerPool, restart_key
@@ -66,17 +76,27 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
         "processes": ctx.options.get("loadgen_processes", "auto"),
     }
     gpus = _gpu_count(engine, config, ctx)
+    new_monitor = None
+    if settings.stop_overloaded and plan.arrival_s is not None:
+        new_monitor = functools.partial(OverloadMonitor, ctx.slo.ttft_ms)
     started = time.monotonic()
     runs: list[Measurement] = []
     records: list[list[RequestRecord]] = []
     for index in range(settings.repeats):
         remaining = ctx.timeout_s - (time.monotonic() - started)
         with PowerSampler(visible_gpus(gpus)) as power:
-            result = _timed_run(server, model_id, requests, plan, settings, index, remaining, load)
+            result = _timed_run(
+                server, model_id, requests, plan, settings, index, remaining, load, new_monitor
+            )
         measured = _summarize(engine, config, ctx, result, server, reused, tokenizer_label, chat)
         runs.append(_with_energy_and_cost(measured, power.reading, ctx, gpus))  # type: ignore[arg-type]
         records.append(result.records)
+        if result.stopped:
+            break
     combined = combine_runs(runs, records, settings.level, seed=ctx.seed)
+    if result.stopped:  # lost already: nothing more is worth measuring on this config
+        log.info("trial %s stopped early: %s", ctx.trial_number, result.stopped)
+        return dataclasses.replace(combined, extra={**combined.extra, "stopped": result.stopped})
     if settings.capacity:
         combined = _with_capacity(combined, server, model_id, requests[plan.warmup :], ctx, load)
     if ctx.options.get("accuracy"):
@@ -160,12 +180,14 @@ def _timed_run(
     index: int,
     remaining_s: float,
     load: dict,
+    new_monitor: Callable[[], OverloadMonitor] | None = None,
 ) -> LoadResult:
-    """One run of the workload (repeated until ``settings.min_duration_s``), warmup before the
-    first run only; a run past the trial's time is a ``hang``."""
+    """One run of the workload (repeated until ``settings.min_duration_s``, or until a monitor
+    from ``new_monitor`` stops it), warmup before the first run only; a run past the trial's
+    time is a ``hang``."""
     try:
         result = _repeated_load(
-            server, model_id, requests, plan, settings, index, remaining_s, load
+            server, model_id, requests, plan, settings, index, remaining_s, load, new_monitor
         )
     except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
         _POOL.discard()  # a server that stalls is not trusted with the next trial
@@ -189,6 +211,7 @@ def _repeated_load(
     index: int,
     remaining_s: float,
     load: dict,
+    new_monitor: Callable[[], OverloadMonitor] | None,
 ) -> LoadResult:
     measured = requests[plan.warmup :]
     arrivals = None if plan.arrival_s is None else list(plan.arrival_s[plan.warmup :])
@@ -213,6 +236,7 @@ def _repeated_load(
         )
         warmup_records += warmed.warmup_records
     while True:
+        monitor = None if new_monitor is None else new_monitor()  # one per run: its own t0
         result = run_load(
             server.base_url,
             model_id,
@@ -220,12 +244,13 @@ def _repeated_load(
             arrival_s=arrivals,
             concurrency=plan.concurrency,
             deadline_s=max(deadline - time.monotonic(), 1.0),
+            on_record=None if monitor is None else monitor.feed,
             **load,
         )
         records += [_shifted(r, duration) for r in result.records]
         duration += result.duration_s
-        if duration >= settings.min_duration_s or not measured:
-            return LoadResult(records, duration, warmup_records)
+        if result.stopped or duration >= settings.min_duration_s or not measured:
+            return LoadResult(records, duration, warmup_records, stopped=result.stopped)
 
 
 def _cycled(requests: list[LoadRequest], count: int) -> list[LoadRequest]:

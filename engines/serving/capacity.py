@@ -11,10 +11,14 @@ no restart) and the simulator (a probe that simulates the workload at that rate)
 The answer is the highest rate that met every limit; the bracket's width is its resolution.
 
 Overload: a rate above capacity makes the queue grow without bound, so its run would take ever
-longer. :class:`OverloadMonitor` reads records as they finish and names the symptom (in-flight
-requests keep growing, or TTFT keeps rising beyond its limit); the load generator has no streaming
-hook yet, so each probe also runs under a deadline (its planned span plus a grace), and a probe cut
-by it counts as overloaded (``stopped: deadline``).
+longer. :class:`OverloadMonitor` is the load generator's streaming hook (``on_record``): it reads
+each record as it finishes, names the symptom (in-flight requests keep growing, or TTFT keeps
+rising beyond its limit) and so ends the probe there, with the partial records and the symptom as
+``stopped``; an overloaded probe then costs about ``3 * window`` completions instead of the time
+the server needs to drain its queue. The deadline (the planned span plus a grace) stays as a
+backstop for what the monitor cannot see (a server that stops answering, so nothing finishes): a
+probe cut by it counts as overloaded too (``stopped: deadline``). :mod:`engines.serving` uses the
+same monitor to stop a trial's own open-loop run when the spec asks (``stop_overloaded``).
 """
 
 from __future__ import annotations
@@ -153,9 +157,18 @@ class OverloadMonitor:
 
     Two symptoms, both needing ``3 * window`` records before they fire: requests in flight at
     each arrival keep growing (mean over each third of the run rises, the last third's over
-    ``growth`` times the middle's and at least ``min_in_flight``), or the TTFT medians of the last
-    three windows of ``window`` requests rise monotonically and the latest is beyond
-    ``ttft_limit_ms``.
+    ``growth`` times the middle's and at least ``min_in_flight``) and so does the wait for the
+    first token (median by thirds, the same way), or the TTFT medians of the last three windows of
+    ``window`` requests rise monotonically and the latest is beyond ``ttft_limit_ms``.
+
+    Why both counts and waits: judged early (on the first records, as a live hook does) a healthy
+    run that ramps up to many requests in flight shows the count rising just as an overloaded one
+    does; what differs is that its requests do not wait longer and longer.
+
+    :meth:`feed` is a load-generator hook (``run_load(..., on_record=monitor.feed)``) and runs in
+    its event loop, so a check (a sort of every record so far) is not made on every record of a
+    long run: after each one the next waits until the run has grown by ``recheck`` (5 %), which
+    keeps the total cost near O(n log n) and delays a verdict by at most that share of the run.
     """
 
     def __init__(
@@ -164,33 +177,32 @@ class OverloadMonitor:
         window: int = 8,
         growth: float = 1.25,
         min_in_flight: int = 4,
+        recheck: float = 0.05,
     ) -> None:
         self.ttft_limit_ms = ttft_limit_ms
         self.window = window
         self.growth = growth
         self.min_in_flight = min_in_flight
+        self.recheck = recheck
         self.records: list[RequestRecord] = []
         self.reason: str | None = None
+        self._next_check = 3 * window
 
     def feed(self, record: RequestRecord) -> str | None:
         """Add one finished record; returns the overload reason once there is one."""
         self.records.append(record)
-        if self.reason is None and len(self.records) >= 3 * self.window:
+        count = len(self.records)
+        if self.reason is None and count >= self._next_check:
+            self._next_check = count + max(1, int(count * self.recheck))
             self.reason = self._ttft_rising() or self._queue_growing()
         return self.reason
 
     def _ttft_rising(self) -> str | None:
         if self.ttft_limit_ms is None:
             return None
-        ordered = sorted(self.records, key=lambda r: r.start_s)
-        ttfts = [
-            (r.first_token_s - r.start_s) * 1e3 if r.first_token_s is not None else math.inf
-            for r in ordered
-        ]
-        chunks = [ttfts[i : i + self.window] for i in range(0, len(ttfts), self.window)]
-        medians = [float(np.median(c)) for c in chunks[-3:] if len(c) == self.window]
-        rising = len(medians) == 3 and medians[0] < medians[1] < medians[2]
-        if rising and medians[-1] > self.ttft_limit_ms:
+        recent = _ttfts_ms(sorted(self.records, key=lambda r: r.start_s))[-3 * self.window :]
+        medians = [float(np.median(part)) for part in np.split(recent, 3)]
+        if medians[0] < medians[1] < medians[2] and medians[-1] > self.ttft_limit_ms:
             return f"ttft_rising: recent median TTFT {medians[-1]:.0f} ms > {self.ttft_limit_ms:g}"
         return None
 
@@ -201,23 +213,27 @@ class OverloadMonitor:
         in_flight = np.arange(1, starts.size + 1) - np.searchsorted(ends, starts, side="right")
         # thirds, not first-vs-last: a run starting on an idle server ramps up to its steady state
         a, b, c = (float(part.mean()) for part in np.array_split(in_flight, 3))
-        if a < b < c and c >= self.min_in_flight and c > self.growth * b:
-            return f"queue_growing: {a:.1f} -> {b:.1f} -> {c:.1f} requests in flight"
+        if not (a < b < c and c >= self.min_in_flight and c > self.growth * b):
+            return None
+        # ... and the wait must grow with it: a healthy ramp-up to many requests in flight (rate x
+        # latency) raises the count over the first records just as well, at a steady TTFT
+        waits = [float(np.median(part)) for part in np.array_split(_ttfts_ms(ordered), 3)]
+        if waits[0] < waits[1] < waits[2] and waits[2] > self.growth * waits[1]:
+            return (
+                f"queue_growing: {a:.1f} -> {b:.1f} -> {c:.1f} requests in flight, "
+                f"median TTFT {waits[1]:.0f} -> {waits[2]:.0f} ms"
+            )
         return None
 
 
-def overload_reason(records: Sequence[RequestRecord], ttft_limit_ms: float | None) -> str | None:
-    """:class:`OverloadMonitor`'s verdict on a finished run, judged once over every record.
-
-    Judging once, not after each record as a stream would: re-testing a noisy statistic
-    hundreds of times fired on healthy Poisson runs (in flight 3.0 -> 3.0 -> 4.1 was called a
-    growing queue), which halved the capacity found on a stand-in with no capacity limit.
-    """
-    monitor = OverloadMonitor(ttft_limit_ms)
-    monitor.records = sorted(records, key=lambda r: r.end_s)
-    if len(monitor.records) < 3 * monitor.window:
-        return None
-    return monitor._ttft_rising() or monitor._queue_growing()
+def _ttfts_ms(records: Sequence[RequestRecord]) -> np.ndarray:
+    """TTFT of each record in ms (inf when no token came)."""
+    return np.array(
+        [
+            (r.first_token_s - r.start_s) * 1e3 if r.first_token_s is not None else math.inf
+            for r in records
+        ]
+    )
 
 
 def arrival_offsets(
@@ -283,14 +299,20 @@ def _run_rate(
     from engines.serving.loadgen import run_load
 
     deadline = float(offsets[-1]) + grace_s
+    monitor = OverloadMonitor(limits.ttft_p99_ms)
     try:
         result = run_load(
-            base_url, model, batch, arrival_s=list(offsets), deadline_s=deadline, **load_options
+            base_url,
+            model,
+            batch,
+            arrival_s=list(offsets),
+            deadline_s=deadline,
+            on_record=monitor.feed,
+            **load_options,
         )
     except (TimeoutError, asyncio.TimeoutError):
         return summarize([], deadline, slo, extra={"stopped": f"deadline: over {deadline:.1f} s"})
-    stopped = overload_reason(result.records, limits.ttft_p99_ms)
-    return summarize(result.records, result.duration_s, slo, extra={"stopped": stopped})
+    return summarize(result.records, result.duration_s, slo, extra={"stopped": result.stopped})
 
 
 def estimate_capacity(

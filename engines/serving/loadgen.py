@@ -16,23 +16,31 @@ The generator must never be the bottleneck: the HTTP client is :mod:`engines.ser
 (a few µs of CPU per streamed token, not httpx's ~60), and at high concurrency the plan is
 sharded over worker processes (:mod:`engines.serving.loadgen_worker`), each with its own event
 loop and a share of the concurrency, started together after every warmup has ended.
+
+Streaming hook: ``on_record`` sees each measured record the moment it finishes (worker processes
+send theirs over their stdout pipe as they go), so a monitor such as
+:class:`engines.serving.capacity.OverloadMonitor` can end a run that is already lost. When it
+returns a reason the run issues nothing more, drops its requests in flight (they are neither
+recorded nor delivered) and returns the records it has, with ``stopped`` set to that reason. The
+hook runs in the generator's event loop: it must be cheap (a few µs), or timing suffers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import pickle
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from engines.metrics import RequestRecord
 from engines.serving import loadgen_worker
-from engines.serving.loadgen_worker import Shard, ShardResult, run_shard
+from engines.serving.loadgen_worker import FRAME, Shard, ShardResult, run_shard
 from engines.serving.sse_client import Pool, RawRecord
 
 #: Above this many requests in flight ``processes="auto"`` shards: one event loop takes ~10-15k
@@ -40,6 +48,10 @@ from engines.serving.sse_client import Pool, RawRecord
 #: fast decode (~10 ms ITL) already ask for 12.8k.
 STREAMS_PER_PROCESS = 128
 _START_MARGIN_S = 0.05  # between the last worker's "ready" and the common start
+
+#: ``on_record(record) -> reason | None``: one measured record as it finishes (times from the
+#: common start); a non-empty reason stops the run.
+RecordHook = Callable[[RequestRecord], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -53,12 +65,15 @@ class LoadRequest:
 
 @dataclass(frozen=True)
 class LoadResult:
-    """Measured requests (warmup excluded), the measured window and the warmup requests."""
+    """Measured requests (warmup excluded), the measured window and the warmup requests;
+    ``stopped`` is the hook's reason when the run was ended early (its records are then the
+    requests that finished before the stop)."""
 
     records: list[RequestRecord]
     duration_s: float
     warmup_records: list[RequestRecord] = field(default_factory=list)
     processes: int = 1
+    stopped: str | None = None
 
 
 def request_body(
@@ -110,13 +125,15 @@ async def run_load_async(
     extra_body: Mapping[str, Any] | None = None,
     deadline_s: float | None = None,
     processes: int | str = "auto",
+    on_record: RecordHook | None = None,
 ) -> LoadResult:
     """Send ``requests`` (the first ``warmup`` of them as warmup) and time them.
 
     ``arrival_s`` None means closed loop at ``concurrency`` (required then); otherwise requests
     are released at those offsets (re-based to the first measured one), at most ``concurrency``
     in flight when given. ``processes`` shards the plan over worker processes (``"auto"``: see
-    :func:`choose_processes`). The whole run raises ``TimeoutError`` after ``deadline_s``.
+    :func:`choose_processes`). ``on_record`` gets each measured record as it finishes and may stop
+    the run (module docstring). The whole run raises ``TimeoutError`` after ``deadline_s``.
     """
     if arrival_s is None and not concurrency:
         raise ValueError("closed-loop load needs a concurrency")
@@ -129,9 +146,10 @@ async def run_load_async(
         offsets = [arrival_s[i] - arrival_s[warm] for i in range(warm, len(requests))]
     count = choose_processes(processes, concurrency, len(requests) - warm)
     shards, owners = _split(base_url, wire, warm, concurrency, offsets, request_timeout_s, count)
-    run = _in_process(shards[0]) if count == 1 else _in_workers(shards)
+    collector = _Collector(owners, requests, warm, on_record)
+    run = _in_process(shards[0], collector) if count == 1 else _in_workers(shards, collector)
     results = await asyncio.wait_for(run, deadline_s)
-    return _merge(results, owners, requests, warm)
+    return _merge(results, owners, requests, collector)
 
 
 def run_load(
@@ -177,16 +195,54 @@ def _shares(total: int, parts: int) -> list[int]:
     return [total // parts + (k < total % parts) for k in range(parts)]
 
 
-async def _in_process(shard: Shard) -> list[ShardResult]:
+class _Collector:
+    """Measured records as the shards report them (in plan order), fed to the hook; the first
+    reason the hook gives calls ``request_stop``."""
+
+    def __init__(
+        self,
+        owners: list[tuple[list[int], list[int]]],
+        requests: Sequence[LoadRequest],
+        warm: int,
+        on_record: RecordHook | None,
+    ) -> None:
+        self.t0 = math.nan  # the common start, set before the first measured record
+        self.measured: list[RequestRecord | None] = [None] * (len(requests) - warm)
+        self.stopped: str | None = None
+        self.request_stop: Callable[[], None] = lambda: None
+        self._owners = [measured_idx for _, measured_idx in owners]
+        self._requests = requests
+        self._warm = warm
+        self._on_record = on_record
+
+    def add(self, shard: int, i: int, raw: RawRecord) -> None:
+        """Shard ``shard``'s measured request ``i`` finished."""
+        index = self._owners[shard][i]
+        record = _record(raw, self.t0, self._requests[index])
+        self.measured[index - self._warm] = record
+        if self._on_record is None:
+            return
+        reason = self._on_record(record)
+        if reason and self.stopped is None:
+            self.stopped = reason
+            self.request_stop()
+
+
+async def _in_process(shard: Shard, collector: _Collector) -> list[ShardResult]:
+    stop = asyncio.Event()
+    collector.request_stop = stop.set
+
     async def now() -> float:
-        return time.perf_counter()
+        collector.t0 = time.perf_counter()
+        return collector.t0
 
-    return [await run_shard(shard, now)]
+    return [await run_shard(shard, now, lambda i, raw: collector.add(0, i, raw), stop)]
 
 
-async def _in_workers(shards: list[Shard]) -> list[ShardResult]:
-    """Run each shard in a worker process; start their measured phases at one common ``t0``."""
-    procs = []
+async def _in_workers(shards: list[Shard], collector: _Collector) -> list[ShardResult]:
+    """Run each shard in a worker process; start their measured phases at one common ``t0``,
+    collect their records as they stream in, and pass a stop on to every worker still running."""
+    procs: list[asyncio.subprocess.Process] = []
     try:
         for shard in shards:
             proc = await asyncio.create_subprocess_exec(
@@ -200,15 +256,18 @@ async def _in_workers(shards: list[Shard]) -> list[ShardResult]:
         for proc in procs:
             if await proc.stdout.readline() != b"ready\n":  # type: ignore[union-attr]
                 raise RuntimeError(f"load generator worker {proc.pid} died during warmup")
-        t0 = time.perf_counter() + _START_MARGIN_S
+        collector.t0 = t0 = time.perf_counter() + _START_MARGIN_S
+        collector.request_stop = lambda: _send_stop(procs)
         for proc in procs:
             proc.stdin.write(f"{t0!r}\n".encode())  # type: ignore[union-attr]
             await proc.stdin.drain()  # type: ignore[union-attr]
-        outputs = [await proc.stdout.read() for proc in procs]  # type: ignore[union-attr]
+        results = await asyncio.gather(
+            *(_stream_from(proc, k, collector) for k, proc in enumerate(procs))
+        )
         for proc in procs:
             if await proc.wait() != 0:
                 raise RuntimeError(f"load generator worker {proc.pid} failed")
-        return [ShardResult(**pickle.loads(out)) for out in outputs]
+        return results
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -216,27 +275,48 @@ async def _in_workers(shards: list[Shard]) -> list[ShardResult]:
                 await proc.wait()
 
 
+async def _stream_from(
+    proc: asyncio.subprocess.Process, shard: int, collector: _Collector
+) -> ShardResult:
+    """Read one worker's frames: its records as they finish, then its result."""
+    reader = proc.stdout
+    try:
+        while True:
+            (size,) = FRAME.unpack(await reader.readexactly(FRAME.size))  # type: ignore[union-attr]
+            message = pickle.loads(await reader.readexactly(size))  # type: ignore[union-attr]
+            if message[0] == "result":
+                proc.stdin.close()  # type: ignore[union-attr]
+                return ShardResult(**message[1])
+            collector.add(shard, message[1], message[2])
+    except asyncio.IncompleteReadError:
+        raise RuntimeError(f"load generator worker {proc.pid} died mid-run") from None
+
+
+def _send_stop(procs: list[asyncio.subprocess.Process]) -> None:
+    for proc in procs:
+        stdin = proc.stdin
+        if proc.returncode is None and stdin is not None and not stdin.is_closing():
+            stdin.write(b"stop\n")
+
+
 def _merge(
     results: list[ShardResult],
     owners: list[tuple[list[int], list[int]]],
     requests: Sequence[LoadRequest],
-    warm: int,
+    collector: _Collector,
 ) -> LoadResult:
     """Records in plan order, times relative to the common start (each warmup to its own)."""
-    t0 = min(r.t0 for r in results)
-    t_warm = min((raw[0] for r in results for raw in r.warmup), default=t0)
-    measured: list[RequestRecord | None] = [None] * (len(requests) - warm)
-    warmup: list[RequestRecord | None] = [None] * warm
-    for result, (warm_idx, measured_idx) in zip(results, owners, strict=True):
+    t_warm = min((raw[0] for r in results for raw in r.warmup), default=collector.t0)
+    warmup: list[RequestRecord | None] = [None] * (len(requests) - len(collector.measured))
+    for result, (warm_idx, _) in zip(results, owners, strict=True):
         for i, raw in zip(warm_idx, result.warmup, strict=True):
             warmup[i] = _record(raw, t_warm, requests[i])
-        for i, raw in zip(measured_idx, result.measured, strict=True):
-            measured[i - warm] = _record(raw, t0, requests[i])
     return LoadResult(
-        records=[r for r in measured if r is not None],
-        duration_s=max(r.end for r in results) - t0,
+        records=[r for r in collector.measured if r is not None],
+        duration_s=max(r.end for r in results) - collector.t0,
         warmup_records=[r for r in warmup if r is not None],
         processes=len(results),
+        stopped=collector.stopped,
     )
 
 

@@ -10,7 +10,7 @@ framing, SSE lines and one JSON decode per event, a few µs each.
 
 It speaks just what the OpenAI-compatible servers we start speak (vLLM, ``trtllm-serve``, the
 stand-in): plain ``http://``, keep-alive, responses framed by ``Content-Length``, chunked
-encoding or connection close. Stdlib only, so that :mod:`engines.serving.loadgen_procs` can run
+encoding or connection close. Stdlib only, so that :mod:`engines.serving.loadgen_worker` can run
 it in worker processes without importing the ``engines`` package.
 """
 
@@ -246,6 +246,10 @@ class Pool:
                 conn.close()  # mid-response: never reused
         except OSError:
             stream.error = "connect"
+        except asyncio.CancelledError:  # the run was stopped: drop the response mid-stream
+            if conn is not None:
+                conn.close()
+            raise
         if conn is not None:
             self._release(conn)
         end = stream.last if stream.last is not None else time.perf_counter()

@@ -203,7 +203,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sta
             if request is None:
                 break
             method, path, body = request
-            if not await route(method, path, body, writer, state):
+            if not await route(method, path, body, reader, writer, state):
                 break
     except (ConnectionError, asyncio.IncompleteReadError, ValueError):
         pass
@@ -212,7 +212,12 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sta
 
 
 async def route(
-    method: str, path: str, body: dict[str, Any], writer: asyncio.StreamWriter, state: State
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    state: State,
 ) -> bool:
     """Answer one request; False closes the connection."""
     ready = time.monotonic() >= state.ready_at
@@ -243,7 +248,8 @@ async def route(
         if not ready:
             writer.write(whole(503, error_body(503, "server is starting")))
         else:
-            return await generate(path.endswith("chat/completions"), body, writer, state)
+            chat = path.endswith("chat/completions")
+            return await generate(chat, body, reader, writer, state)
     else:
         writer.write(whole(404, error_body(404, f"no route {method} {path}")))
     await writer.drain()
@@ -269,10 +275,23 @@ def prompt_text(chat: bool, body: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
 
 
+def client_gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """The client closed its connection (end of stream read, or reset)."""
+    return reader.at_eof() or reader.exception() is not None or writer.is_closing()
+
+
 async def generate(
-    chat: bool, body: dict[str, Any], writer: asyncio.StreamWriter, state: State
+    chat: bool,
+    body: dict[str, Any],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    state: State,
 ) -> bool:
-    """Serve one completion, streamed or whole, honouring slots, timing and faults."""
+    """Serve one completion, streamed or whole, honouring slots, timing and faults.
+
+    A request whose client has gone (its connection closed) is dropped when it gets its slot or
+    before its next streamed token, as vLLM aborts it: a load generator that stops a run early
+    leaves no queue behind to slow the next one."""
     settings = state.settings
     state.totals["requests"] += 1
     number = state.totals["requests"]
@@ -291,8 +310,10 @@ async def generate(
     state.waiting -= 1
     state.running += 1
     try:
+        if client_gone(reader, writer):
+            return False
         if body.get("stream"):
-            return await stream(chat, body, n_prompt, n_out, faulty, writer, state)
+            return await stream(chat, body, n_prompt, n_out, faulty, reader, writer, state)
         await asyncio.sleep(settings.ttft_s + max(0, n_out - 1) * settings.itl_s)
         writer.write(whole(200, full_response(chat, body, prompt, n_prompt, n_out, state)))
         await writer.drain()
@@ -310,6 +331,7 @@ async def stream(
     n_prompt: int,
     n_out: int,
     faulty: bool,
+    reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     state: State,
 ) -> bool:
@@ -333,6 +355,8 @@ async def stream(
         if delay > 0:
             await writer.drain()
             await asyncio.sleep(delay)
+            if client_gone(reader, writer):
+                return False
         if faulty and i == n_out // 2:
             await writer.drain()
             return False  # cut mid-stream: the chunked body never terminates

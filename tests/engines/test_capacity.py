@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
@@ -54,6 +55,15 @@ def test_monitor_names_a_growing_queue_and_rising_ttft() -> None:
     assert all(quiet.feed(r) is None for r in steady)
 
 
+def test_monitor_is_quiet_while_a_healthy_run_ramps_up() -> None:
+    # 100 requests/s of 1 s each on a server with room for all: 100 in flight at steady state.
+    # The first records to finish all started during the ramp-up, so the count in flight rises
+    # over them as it would in an overload, but their wait for the first token stays at 20 ms.
+    records = [RequestRecord(i * 0.01, i * 0.01 + 0.02, i * 0.01 + 1.0, 8, 50) for i in range(300)]
+    monitor = OverloadMonitor(ttft_limit_ms=100)
+    assert all(monitor.feed(r) is None for r in records)
+
+
 # 4 slots, 20 ms to the first token then 3 more tokens 10 ms apart: 50 ms a request,
 # so the stand-in serves at most 4 / 0.05 = 80 requests/s.
 SLOTS, TTFT_MS, ITL_MS, TOKENS = 4, 20.0, 10.0, 4
@@ -94,19 +104,43 @@ def test_capacity_search_finds_the_standin_saturation_point_within_one_step(stan
 
 def test_an_overloaded_standin_run_stops_early_and_says_why(standin_factory):
     server = standin_factory("--max-concurrency", "1", "--ttft-ms", "20", "--itl-ms", "10")
-    # 20 requests/s of service, offered 200/s: draining 150 requests would take 7.5 s
+    # 20 requests/s of service, offered 200/s: draining 300 requests would take 15 s. The monitor
+    # sees the symptom after 24 completions (~1.2 s) through the load generator's hook and ends
+    # the probe there, long before the deadline backstop (planned span 1.5 s + 20 s of grace).
+    began = time.monotonic()
     found = measure_capacity(
         server.base_url,
         "standin",
-        _requests(150),
+        _requests(300),
         CapacityLimits(ttft_p99_ms=100),
         start_rps=200.0,
-        min_requests=150,
+        min_requests=300,
+        arrival="uniform",
+        grace_s=20.0,
+        max_steps=1,
+        request_timeout_s=30.0,
+    )
+    took = time.monotonic() - began
+    (probe,) = found.probes
+    assert not probe.feasible and probe.stopped, found.to_dict()
+    assert probe.stopped.startswith(("ttft_rising", "queue_growing")), probe.stopped
+    assert took < 5.0 and found.capacity_rps == 0.0
+
+
+def test_the_deadline_still_ends_a_probe_in_which_nothing_finishes(standin_factory):
+    """The backstop for what the monitor cannot see: a server that answers nothing in time."""
+    server = standin_factory("--ttft-ms", "5000")
+    found = measure_capacity(
+        server.base_url,
+        "standin",
+        _requests(10),
+        CapacityLimits(ttft_p99_ms=100),
+        start_rps=20.0,
+        min_requests=10,
         arrival="uniform",
         grace_s=0.5,
         max_steps=1,
-        request_timeout_s=10.0,
+        request_timeout_s=30.0,
     )
     (probe,) = found.probes
     assert not probe.feasible and probe.stopped and probe.stopped.startswith("deadline")
-    assert found.capacity_rps == 0.0

@@ -89,3 +89,13 @@ def test_spec_hash_ignores_budget_but_not_workload():
 def test_shipped_study_specs_are_valid():
     for path in sorted(Path("studies").glob("*.yaml")):
         load_spec(path)
+
+
+def test_stop_overloaded_reaches_the_engines_and_the_hash_only_when_set():
+    plain, off = parse_spec(BASE), parse_spec({**BASE, "measurement": {"stop_overloaded": False}})
+    on = parse_spec({**BASE, "measurement": {"stop_overloaded": True}})
+    assert (
+        on.measure_options()["stop_overloaded"] and not plain.measure_options()["stop_overloaded"]
+    )
+    assert plain.spec_hash() == off.spec_hash()  # studies made before the option keep their hash
+    assert on.spec_hash() != plain.spec_hash()

@@ -207,3 +207,33 @@ def test_workload_sweep_searches_the_load_level(tmp_path):
         by_load.setdefault(t.user_attrs["load"], []).append(t.values[0])
     assert max(by_load[64]) > max(by_load[4])  # 16x the users, more tokens/s
     assert all(t.params["load"] == t.user_attrs["load"] for t in done)
+
+
+def test_an_overloaded_trial_is_not_counted_as_a_rejection():
+    from tuner.study import OVERLOADED, TrialOutcome
+
+    def outcome(state, reason):
+        return TrialOutcome(0, "vllm", state, None, False, reason, {})
+
+    assert outcome("PRUNED", "duplicate: already measured as trial 3").rejected
+    assert not outcome("PRUNED", f"{OVERLOADED}: queue_growing: 1.0 -> 3.0 -> 6.0").rejected
+    assert not outcome("FAIL", "oom: ...").rejected
+
+
+def test_a_config_stopped_as_overloaded_counts_as_measured_for_duplicates():
+    from optuna.trial import TrialState
+
+    from tuner.strategy import duplicate_of
+
+    study = optuna.create_study()
+    for state, attrs in (
+        (TrialState.PRUNED, {"fail": {"reason": "invalid"}}),  # rejected before it ran
+        (TrialState.PRUNED, {"fail": {"reason": "overloaded"}, "result": {"feasible": False}}),
+    ):
+        trial = study.ask()
+        config = {"max_num_seqs": 64 if "result" in attrs else 32}
+        for key, value in {**attrs, "engine": "vllm", "config": config}.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, state=state)
+    assert duplicate_of(study, "vllm", {"max_num_seqs": 32}) is None
+    assert duplicate_of(study, "vllm", {"max_num_seqs": 64}) == 1

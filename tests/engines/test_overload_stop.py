@@ -1,0 +1,82 @@
+"""An overloaded trial ends early end to end: ``measure_server`` stops its run through the load
+generator's hook when the spec asks, and the study records the trial as PRUNED, ``overloaded``."""
+
+from __future__ import annotations
+
+import time
+
+from engines.serving import measure_server
+from engines.standin import REPO_ROOT, STANDIN_COMMAND
+from engines.vllm import VllmEngine
+from tuner.results import trial_records
+from tuner.spec import parse_spec
+from tuner.study import OVERLOADED, counted_trials, run_study
+
+# 2 slots, 80 ms a request of 4 tokens: the stand-in serves at most 25 requests/s.
+SLOW = [*STANDIN_COMMAND, "--max-concurrency", "2", "--ttft-ms", "20", "--itl-ms", "20"]
+OPTIONS = {
+    "server_command": SLOW,
+    "env": {"PYTHONPATH": str(REPO_ROOT)},
+    "stop_grace_s": 3.0,
+    "startup_timeout_s": 20.0,
+}
+SYMPTOMS = ("queue_growing", "ttft_rising")
+
+
+def _workload(rate: float, count: int) -> dict:
+    return {
+        "input_tokens": 32,
+        "output_tokens": 4,
+        "num_requests": count,
+        "warmup_requests": 0,
+        "arrival": {"kind": "poisson", "rate": rate},
+    }
+
+
+def test_measure_server_stops_an_overloaded_run_when_asked(make_ctx):
+    """100 requests/s for a planned 6 s against 25/s: draining would take 24 s. The run stops at
+    the first symptom, and neither the second repeat nor the capacity search runs."""
+    engine = VllmEngine()
+    measurement = {"stop_overloaded": True, "repeats": 2, "capacity": True}
+    ctx = make_ctx(workload=_workload(100.0, 600), measurement=measurement, **OPTIONS)
+    began = time.monotonic()
+    m = measure_server(engine, engine.defaults(ctx.model, ctx.hardware), ctx)
+    took = time.monotonic() - began
+    assert str(m.extra.get("stopped")).startswith(SYMPTOMS), m.extra
+    assert took < 6.0 and m.duration_s < 3.0, (took, m.duration_s)
+    assert m.runs == 1 and m.capacity_rps is None
+    assert 24 <= m.num_completed < 300 and not m.errors
+
+
+def test_measure_server_leaves_a_healthy_run_alone(make_ctx):
+    engine = VllmEngine()
+    ctx = make_ctx(workload=_workload(8.0, 30), measurement={"stop_overloaded": True}, **OPTIONS)
+    m = measure_server(engine, engine.defaults(ctx.model, ctx.hardware), ctx)
+    assert "stopped" not in m.extra and m.num_completed == 30
+
+
+def test_an_overloaded_trial_is_pruned_with_its_reason(tmp_path):
+    spec = parse_spec(
+        {
+            "name": "overloaded",
+            "model": "Llama-3.1-8B",
+            "hardware": {"gpu": "H100-SXM"},
+            "workload": _workload(100.0, 600),
+            "runner": "real",
+            "engines": {"vllm": {"max_model_len": {"value": 8192}}},
+            "slos": {"ttft_p99_ms": 100},
+            "measurement": {"stop_overloaded": True},
+            "budget": {"trials": 1, "trial_timeout_s": 60},
+            "storage": f"sqlite:///{tmp_path}/s.db",
+            "options": {**OPTIONS, "workdir": str(tmp_path / "work")},
+        }
+    )
+    began = time.monotonic()
+    study = run_study(spec)
+    assert time.monotonic() - began < 20.0  # the drain alone would take 24 s
+    (record,) = trial_records(study)
+    assert record.state == "PRUNED" and record.reason == OVERLOADED
+    assert record.detail and record.detail.startswith(SYMPTOMS)
+    stored = record.attrs["result"]["measurement"]["extra"]["stopped"]
+    assert stored == record.detail and record.metrics["output_tokens_per_s"] > 0
+    assert not record.feasible and counted_trials(study) == 1  # it ran: it used up budget
