@@ -33,6 +33,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -291,9 +292,14 @@ def _with_capacity(
     load: dict,
 ) -> Measurement:
     """Search the highest request rate within the SLOs on the same running server."""
-    from engines.serving.capacity import CapacityLimits, measure_capacity
+    from engines.serving.capacity import CapacityLimits, measure_capacity, probe_timing
 
     options = ctx.options.get("capacity") or {}
+    timing = probe_timing(
+        measured.e2e_ms.p50 / 1e3 if math.isfinite(measured.e2e_ms.p50) else None,
+        float(options.get("min_duration_s", 10.0)),
+        float(options.get("settle_latencies", 3.0)),
+    )
     result = measure_capacity(
         server.base_url,
         model_id,
@@ -301,7 +307,8 @@ def _with_capacity(
         CapacityLimits.from_slo(ctx.slo, float(options.get("max_error_rate", 0.01))),
         start_rps=max(measured.requests_per_s, 0.1),
         min_requests=int(options.get("min_requests", 50)),
-        min_duration_s=float(options.get("min_duration_s", 10.0)),
+        min_duration_s=timing.min_duration_s,
+        grace_s=timing.grace_s,
         arrival=options.get("arrival", "poisson"),
         max_steps=int(options.get("max_steps", 8)),
         rel_tol=float(options.get("rel_tol", 0.1)),
@@ -312,7 +319,10 @@ def _with_capacity(
     return dataclasses.replace(
         measured,
         capacity_rps=result.capacity_rps,
-        extra={**measured.extra, "capacity": result.to_dict()},
+        extra={
+            **measured.extra,
+            "capacity": {**result.to_dict(), "probe_s": timing.min_duration_s},
+        },
     )
 
 

@@ -246,6 +246,29 @@ def arrival_offsets(
     return np.cumsum(gaps) - gaps[0]
 
 
+@dataclass(frozen=True)
+class ProbeTiming:
+    """How long each capacity probe sends load, and how long it may take to drain."""
+
+    min_duration_s: float
+    grace_s: float
+
+
+def probe_timing(
+    e2e_p50_s: float | None, min_duration_s: float = 10.0, settle: float = 3.0
+) -> ProbeTiming:
+    """Probe lengths scaled to the config's request latency.
+
+    A probe shorter than a few request latencies measures how big a burst the server absorbs,
+    not whether it keeps up: on the H100 (studies/real/h100-finalize) 8 s probes of requests
+    that took ~12 s each read a capacity of 36.7 req/s for a config whose closed loop served
+    21 req/s. So each probe sends for at least ``settle`` e2e latencies (measured at the trial's
+    own load), and may drain for two more before its deadline calls it overloaded.
+    """
+    latency = max(e2e_p50_s or 0.0, 0.0)
+    return ProbeTiming(max(min_duration_s, settle * latency), max(5.0, 2.0 * latency))
+
+
 def measure_capacity(
     base_url: str,
     model: str,

@@ -144,3 +144,13 @@ def test_the_deadline_still_ends_a_probe_in_which_nothing_finishes(standin_facto
     )
     (probe,) = found.probes
     assert not probe.feasible and probe.stopped and probe.stopped.startswith("deadline")
+
+
+def test_probe_timing_scales_with_latency_above_its_floors() -> None:
+    from engines.serving.capacity import probe_timing
+
+    short = probe_timing(0.2, min_duration_s=10.0)
+    assert (short.min_duration_s, short.grace_s) == (10.0, 5.0)
+    long = probe_timing(12.0, min_duration_s=10.0, settle=3.0)
+    assert (long.min_duration_s, long.grace_s) == (36.0, 24.0)
+    assert probe_timing(None).min_duration_s == 10.0

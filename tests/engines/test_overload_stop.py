@@ -80,3 +80,22 @@ def test_an_overloaded_trial_is_pruned_with_its_reason(tmp_path):
     stored = record.attrs["result"]["measurement"]["extra"]["stopped"]
     assert stored == record.detail and record.metrics["output_tokens_per_s"] > 0
     assert not record.feasible and counted_trials(study) == 1  # it ran: it used up budget
+
+
+def test_capacity_probes_last_several_request_latencies(make_ctx):
+    """A probe shorter than the requests it sends measures a burst, not a steady state (the H100
+    read 36.7 req/s for a config that served 21): probes scale with the trial's e2e latency."""
+    engine = VllmEngine()
+    slow = [*STANDIN_COMMAND, "--max-concurrency", "4", "--ttft-ms", "20", "--itl-ms", "60"]
+    workload = {**_workload(5.0, 20), "output_tokens": 8}
+    ctx = make_ctx(
+        workload=workload,
+        measurement={"capacity": True},
+        **{**OPTIONS, "server_command": slow},
+        capacity={"min_duration_s": 0.5, "settle_latencies": 3.0, "max_steps": 2},
+    )
+    m = measure_server(engine, engine.defaults(ctx.model, ctx.hardware), ctx)
+    e2e_s = m.e2e_ms.p50 / 1e3
+    assert e2e_s > 0.4, m.e2e_ms  # 20 ms + 7 x 60 ms a request
+    assert abs(m.extra["capacity"]["probe_s"] - 3.0 * e2e_s) < 1e-6, m.extra["capacity"]
+    assert m.capacity_rps is not None and m.capacity_rps > 0
