@@ -60,21 +60,8 @@ def _config(ctx, **changes):
     return config
 
 
-def _live_children() -> list[str]:
-    """Our child processes that are still running (zombies excluded)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
-            found.append(stat.parent.name)
-    return found
-
-
 @pytest.fixture
-def standins(tmp_path, monkeypatch):
+def standins(tmp_path, monkeypatch, live_children):
     """Stand-in executables on PATH, a build log, and no server or child left afterwards."""
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("STANDIN_PYTHON", sys.executable)
@@ -84,7 +71,7 @@ def standins(tmp_path, monkeypatch):
     monkeypatch.setenv("STANDIN_ITL_MS", "1")
     yield tmp_path / "builds.log"
     close_servers()
-    assert _live_children() == []
+    assert live_children() == set()
 
 
 def _builds(log: Path) -> list[str]:
