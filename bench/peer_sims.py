@@ -25,7 +25,7 @@ from typing import Any
 
 from tuner.calibrate import METRICS, RealPoint, load_points, predict
 from tuner.fidelity import LOO as FIDELITY_LOO
-from tuner.fidelity import ape, error_stats, leave_one_out
+from tuner.fidelity import _config_ranking, ape, error_stats, leave_one_out
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ SIM_CANNOT_EXPRESS = [
     "efficiency constants, so kernel-specific effects are only as good as the fitted constants",
     "fp8 KV-cache attention cost beyond one bandwidth factor per KV dtype "
     "(kv_bandwidth_efficiency, shipped 1.0, fitted per GPU)",
-    "how a real closed loop bunches prefills into waves: median TTFT is 7-13x too low "
+    "how a real closed loop bunches prefills into waves: median TTFT is 7-15x too low "
     "(structural, not a constant)",
     "client- and API-server-side costs (tokenising, HTTP, detokenising) beyond a per-sequence "
     "step overhead",
@@ -207,6 +207,7 @@ def run(studies: list[str] = REAL_STUDIES) -> dict[str, Any]:
         "aiconfigurator_version": version,
         "rows": rows,
         "summary": summary,
+        "ranking": {tool: _config_ranking(points, by_point) for tool, by_point in preds.items()},
         "aic_inputs": inputs,
         "aic_cannot_express": cannot,
         "aic_failures": failures,
@@ -217,11 +218,16 @@ def run(studies: list[str] = REAL_STUDIES) -> dict[str, Any]:
 def to_markdown(result: dict[str, Any]) -> str:
     """Side-by-side median / worst APE table, per-point predictions and the knobs each lacks."""
     lines = ["# servetune sim vs AIConfigurator on real H100 vLLM runs", ""]
-    lines += ["| tool | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    head = "| tool | " + " | ".join(METRICS) + " | Spearman (tok/s) | real best in top-3 |"
+    lines += [head, "|---" * (len(METRICS) + 3) + "|"]
     for tool, stats in result["summary"].items():
         cells = [
             f"{s['median']:.1f} / {s['worst']:.1f}" if s["n"] else "n/a" for s in stats.values()
         ]
+        rank = result.get("ranking", {}).get(tool, {})
+        rho = rank.get("spearman")
+        best = rank.get("best_in_top3")
+        cells += ["n/a" if rho is None else f"{rho:.2f}", "n/a" if best is None else str(best)]
         lines.append(f"| {tool} | " + " | ".join(cells) + " |")
     if not result["aiconfigurator_version"]:
         lines.append("| AIConfigurator | " + " | ".join(["not installed"] * len(METRICS)) + " |")
