@@ -1,7 +1,8 @@
 """servetune's sim vs NVIDIA AIConfigurator on the real runs committed under studies/.
 
-For every completed real trial (H100, vLLM) predict throughput, TTFT p50/p99 and TPOT p50/p99
-with servetune's sim (shipped profile; calibrated, leave-one-out) and with AIConfigurator 0.12.0
+For every completed real trial (H100, vLLM) and its re-measurements, predict throughput, TTFT
+p50/p99 and TPOT p50/p99 with servetune's sim (shipped profile; calibrated, held out by
+leave-one-config-out) and with AIConfigurator 0.12.0
 (``aiconfigurator.cli.api.cli_estimate``, agg mode, its packaged h100_sxm / vLLM 0.24.0 per-op
 database, offline), and report each tool's median and worst absolute percentage error side by
 side, plus the config knobs AIConfigurator has no input for. Without aiconfigurator installed the
@@ -23,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from tuner.calibrate import METRICS, RealPoint, load_points, predict
-from tuner.fidelity import ape, error_stats, leave_one_out
+from tuner.fidelity import LOO as FIDELITY_LOO
+from tuner.fidelity import _config_ranking, ape, error_stats, leave_one_out
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +36,18 @@ AIC_MODELS = {"Llama-3.1-8B": "meta-llama/Meta-Llama-3.1-8B"}  # packaged model 
 AIC_SYSTEMS = {"H100-SXM": "h100_sxm"}
 AIC_GEMM = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "fp8", "int4": "int4_wo"}
 AIC_KV = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "fp8", "int8": "int8"}
-SHIPPED, LOO, AIC = "servetune sim (shipped)", "servetune sim (calibrated, LOO)", "AIConfigurator"
+SIM_CANNOT_EXPRESS = [
+    "measured per-op kernel tables (AIConfigurator's strength): kernels are a roofline with "
+    "efficiency constants, so kernel-specific effects are only as good as the fitted constants",
+    "fp8 KV-cache attention cost beyond one bandwidth factor per KV dtype "
+    "(kv_bandwidth_efficiency, shipped 1.0, fitted per GPU)",
+    "how a real closed loop bunches prefills into waves: median TTFT is 7-15x too low "
+    "(structural, not a constant)",
+    "client- and API-server-side costs (tokenising, HTTP, detokenising) beyond a per-sequence "
+    "step overhead",
+]
+SHIPPED, AIC = "servetune sim (shipped)", "AIConfigurator"
+LOO = "servetune sim (calibrated, held-out: leave-one-config-out)"
 
 
 def aic_inputs(point: RealPoint) -> tuple[dict[str, Any], list[str]]:
@@ -107,13 +120,27 @@ def aic_available() -> str | None:
         return None
 
 
+def held_out_predictions(points: list[RealPoint], report: Path) -> dict[str, dict[str, float]]:
+    """Leave-one-config-out predictions: those of the fidelity report when it covers exactly
+    these points (one fit per config is the slow part, ~1 min each), else computed here."""
+    if report.is_file():
+        rows = [r for r in json.loads(report.read_text())["rows"] if r["predictor"] == FIDELITY_LOO]
+        got: dict[str, dict[str, float]] = {}
+        for r in rows:
+            got.setdefault(r["point"], {})[r["metric"]] = r["predicted"]
+        if set(got) == {p.label for p in points}:
+            log.info("held-out predictions from %s", report)
+            return got
+    return leave_one_out(points)
+
+
 def run(studies: list[str] = REAL_STUDIES) -> dict[str, Any]:
     """Predict every real point with each tool; return rows, per-tool summaries and notes."""
     points = load_points([str(ROOT / s) if not Path(s).is_absolute() else s for s in studies])
     version = aic_available()
     preds: dict[str, dict[str, dict[str, float]]] = {
         SHIPPED: {p.label: predict(p) for p in points},
-        LOO: leave_one_out(points),
+        LOO: held_out_predictions(points, RESULTS / "fidelity.json"),
     }
     inputs, cannot, failures = {}, {}, {}
     if version:
@@ -151,13 +178,21 @@ def run(studies: list[str] = REAL_STUDIES) -> dict[str, Any]:
         }
         for tool in preds
     }
+    configs = len({p.key for p in points})
+    by = sorted({p.measured_by for p in points})
+    aside = sorted({f"{m}: {why}" for p in points for m, (_, why) in p.set_aside.items()})
     notes = [
-        f"{len(points)} real measurement(s) of {len({p.key for p in points})} distinct config(s): "
-        "too few to rank the tools; these are anecdotes, not a validation.",
-        "Reference: vllm bench serve numbers (crosscheck.json) where present; servetune's own "
-        "load generator read ~21% lower throughput on the same server (being fixed).",
-        "Calibrated (LOO): with one config there is nothing else to fit on, so it equals shipped.",
+        f"{len(points)} real measurement(s) of {configs} distinct config(s), measured by: "
+        + "; ".join(by)
+        + ".",
+        "Calibrated (held-out): each config predicted by a profile fitted on the other configs "
+        "only (every measurement of that config left out).",
     ]
+    if aside:
+        notes.append(
+            f"Set aside on {sum(1 for p in points if p.set_aside)} point(s), for every tool alike "
+            "(studies/real/protocols.yaml): " + "; ".join(aside)
+        )
     if version:
         notes.append(
             f"AIConfigurator {version}: agg mode, SILICON database, h100_sxm, vLLM 0.24.0 tables; "
@@ -172,6 +207,7 @@ def run(studies: list[str] = REAL_STUDIES) -> dict[str, Any]:
         "aiconfigurator_version": version,
         "rows": rows,
         "summary": summary,
+        "ranking": {tool: _config_ranking(points, by_point) for tool, by_point in preds.items()},
         "aic_inputs": inputs,
         "aic_cannot_express": cannot,
         "aic_failures": failures,
@@ -182,11 +218,16 @@ def run(studies: list[str] = REAL_STUDIES) -> dict[str, Any]:
 def to_markdown(result: dict[str, Any]) -> str:
     """Side-by-side median / worst APE table, per-point predictions and the knobs each lacks."""
     lines = ["# servetune sim vs AIConfigurator on real H100 vLLM runs", ""]
-    lines += ["| tool | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    head = "| tool | " + " | ".join(METRICS) + " | Spearman (tok/s) | real best in top-3 |"
+    lines += [head, "|---" * (len(METRICS) + 3) + "|"]
     for tool, stats in result["summary"].items():
         cells = [
             f"{s['median']:.1f} / {s['worst']:.1f}" if s["n"] else "n/a" for s in stats.values()
         ]
+        rank = result.get("ranking", {}).get(tool, {})
+        rho = rank.get("spearman")
+        best = rank.get("best_in_top3")
+        cells += ["n/a" if rho is None else f"{rho:.2f}", "n/a" if best is None else str(best)]
         lines.append(f"| {tool} | " + " | ".join(cells) + " |")
     if not result["aiconfigurator_version"]:
         lines.append("| AIConfigurator | " + " | ".join(["not installed"] * len(METRICS)) + " |")
@@ -201,14 +242,11 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"{r['measured']:.1f} | {r['ape_pct']:.1f} |"
         )
     lines += ["", "## What AIConfigurator could not express", ""]
-    knobs = next(iter(result["aic_cannot_express"].values()), [])
+    knobs = sorted({k for lost in result["aic_cannot_express"].values() for k in lost})
     lines += [f"- {k}" for k in knobs] or ["- (not run)"]
-    lines += [
-        "",
-        "servetune's sim takes every vLLM option above; it lacks per-op measured kernel "
-        "tables (AIConfigurator's strength) and models kernels by a roofline.",
-        "",
-    ]
+    lines += ["", "## What servetune's sim cannot express", ""]
+    lines += [f"- {k}" for k in SIM_CANNOT_EXPRESS]
+    lines += [""]
     lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]]
     for point, why in result["aic_failures"].items():
         lines.append(f"- AIConfigurator failed on {point}: {why}")

@@ -1,8 +1,8 @@
 """Fit the sim engine's efficiency constants to real measurements, and write a fitted profile.
 
-A real study's completed trials are the data: each trial's config (through the engine's
-``plan()``, exactly as the sim costs it) and its measured throughput, TTFT p50/p99 and TPOT
-p50/p99. The fit is a regularised least squares in log space:
+Real measurements are the data (:mod:`tuner.realdata` loads them, with the side files that say
+what each number means): each point's config (through the engine's ``plan()``, exactly as the sim
+costs it) and its measured throughput, TTFT p50/p99 and TPOT p50/p99. The fit is a regularised least squares in log space:
 
     minimise  sum_points,metrics  rho(sqrt(w_m) * log(pred / measured) / sigma_meas)
             + sum_constants       rho((log c - log c_shipped) / sigma_c)
@@ -22,25 +22,26 @@ the fidelity report exposes.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from engines import EngineError, RunContext, get_engine
-from engines.errors import SpecError, StudyError
+from engines import EngineError, get_engine
+from engines.errors import SpecError
 from engines.sim.profiles import FITTED_DIR, EngineProfile, load_profile
+from tuner.realdata import METRICS, RealPoint, load_points
+
+__all__ = ["METRICS", "RealPoint", "load_points", "calibrate", "fit_constants", "predict"]
 
 log = logging.getLogger(__name__)
 
-METRICS = ("output_tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms")
 # TTFT carries less weight: in closed-loop runs it is mostly queueing, set by how the scheduler
 # bunches arrivals, which no efficiency constant can fix; weighting it fully would drag the
 # decode constants to paper over a structural error.
@@ -65,141 +66,13 @@ PRIOR_SIGMA = {
     "compute_efficiency.fp8": 0.3,
     "compute_efficiency.int8": 0.3,
     "weight_bandwidth_efficiency.int4": 0.3,
+    "kv_bandwidth_efficiency.fp8": 0.3,
 }
 UPPER = {"prefill_mfu": 0.95, "decode_bw_efficiency": 0.98, "allreduce_efficiency": 0.95}
 # Run-to-run spread of a real measurement in log space: the warm and cold-start runs of the
 # H100 baseline differ by 0.3% (throughput) to 4% (TTFT p50); 5% leaves room for other hosts.
 MEASUREMENT_SIGMA = 0.05
 IDENTIFIED_MIN = 1e-3  # |d log metric / d log constant| summed over the data, below: not fitted
-
-
-@dataclass(frozen=True)
-class RealPoint:
-    """One measured config: where it came from, what ran, and what was measured."""
-
-    study: str
-    trial: int
-    engine: str
-    config: dict[str, Any]
-    ctx: RunContext = field(repr=False)
-    measured: dict[str, float]
-    measured_by: str  # "servetune loadgen" or "vllm bench serve"
-    storage: str = ""  # where the study lives (two copies of one study name stay apart)
-
-    @property
-    def key(self) -> str:
-        """Identity of the config and workload (two measurements of one config share it)."""
-        w = self.ctx.workload
-        ident = [self.engine, self.config, w.input_tokens, w.output_tokens, w.arrival, w.sweep]
-        return json.dumps(ident, sort_keys=True, default=str)
-
-    @property
-    def label(self) -> str:
-        where = Path(self.storage.removeprefix("sqlite:///")).parent.name
-        return f"{self.study}#{self.trial}" + (f"@{where}" if where else "")
-
-
-# ------------------------------------------------------------------------------ loading data
-
-
-def _argv_key(argv: Sequence[str]) -> tuple[str, ...]:
-    """A server command line without its host and port (which differ run to run)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in ("--host", "--port"):
-            skip = True
-            continue
-        out.append(arg)
-    return tuple(out)
-
-
-def reference_measurements(folder: Path) -> dict[tuple[str, ...], dict[str, float]]:
-    """``vllm bench serve`` numbers in ``folder/crosscheck.json``, keyed by server command line.
-
-    These replace servetune's own load-generator numbers for the matching trial: the
-    crosscheck found servetune's generator reading ~21% lower throughput than vllm bench serve on
-    the same server, so the bench numbers are the reference until that is fixed.
-    """
-    path = folder / "crosscheck.json"
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text())
-    metrics = {m: v["vllm_bench_serve"] for m, v in data.get("metrics", {}).items()}
-    return {_argv_key(data["server_argv"]): metrics}
-
-
-def load_points(
-    studies: Sequence[str], storage: str | None = None, reference: bool = True
-) -> list[RealPoint]:
-    """Completed, measured (not estimated) trials of the named studies, as calibration data.
-
-    ``studies`` are spec paths or names (with ``storage``, else ``sqlite:///studies/NAME.db``);
-    a ``.db`` path names every study inside that SQLite file. With ``reference``, trials matched
-    by a ``crosscheck.json`` next to the database take the ``vllm bench serve`` numbers.
-    """
-    points: list[RealPoint] = []
-    for ref in studies:
-        for study, spec, url in _open(ref, storage):
-            refs = reference_measurements(_sqlite_folder(url)) if reference else {}
-            points.extend(_study_points(study, spec, refs, url))
-    if not points:
-        raise StudyError(f"no completed real trials in {', '.join(studies)}")
-    return points
-
-
-def _open(ref: str, storage: str | None):
-    import optuna
-
-    from tuner.spec import load_spec
-    from tuner.study import load_study
-
-    if ref.endswith(".db"):
-        url = f"sqlite:///{ref}"
-        for summary in optuna.get_all_study_summaries(url):
-            yield (*load_study(summary.study_name, url), url)
-        return
-    if ref.endswith((".yaml", ".yml")):
-        spec = load_spec(ref, storage=storage)
-        yield (*load_study(spec.name, spec.storage_url), spec.storage_url)
-        return
-    url = storage or f"sqlite:///studies/{ref}.db"
-    yield (*load_study(ref, url), url)
-
-
-def _sqlite_folder(url: str) -> Path:
-    return Path(url.removeprefix("sqlite:///")).parent if url.startswith("sqlite:///") else Path()
-
-
-def _study_points(study, spec, refs: Mapping[tuple[str, ...], dict[str, float]], url: str):
-    from tuner.results import trial_records
-    from tuner.study import make_context
-
-    if spec.runner != "real":
-        log.warning("study %s is simulated (runner %s); skipped", study.study_name, spec.runner)
-        return
-    for record in trial_records(study):
-        if record.state != "COMPLETE" or record.estimated:
-            continue
-        ctx = make_context(spec, record.number)
-        measurement = (record.attrs.get("result") or {}).get("measurement") or {}
-        argv = (measurement.get("extra") or {}).get("server_argv") or []
-        bench = refs.get(_argv_key(argv)) if argv else None
-        if bench:  # vllm bench serve sends no warmup requests: simulate what it measured
-            ctx = replace(ctx, workload=ctx.workload.model_copy(update={"warmup_requests": 0}))
-        source = bench or record.metrics
-        yield RealPoint(
-            study=study.study_name,
-            trial=record.number,
-            engine=record.engine,
-            config=record.config,
-            ctx=ctx,
-            measured={m: float(source[m]) for m in METRICS if m in source},
-            measured_by="vllm bench serve" if bench else "servetune loadgen",
-            storage=url,
-        )
 
 
 # ------------------------------------------------------------------------------ predicting
@@ -286,9 +159,10 @@ def split_points(
 def _residuals(points, files, base, names, z, sigma, x0, prior_weight) -> np.ndarray:
     values = {n: float(np.exp(x0[i] + sigma[i] * z[i])) for i, n in enumerate(names)}
     path = files.write(with_constants(base, values))
-    out = []
+    out, cache = [], {}
     for p in points:
-        pred = predict(p, path)
+        replay = (p.key, p.ctx.workload.model_dump_json())  # repeat measurements: one sim run
+        pred = cache[replay] = cache.get(replay) or predict(p, path)
         for m in METRICS:
             if m in p.measured and p.measured[m] > 0:
                 r = math.log(max(pred[m], 1e-9) / p.measured[m]) if math.isfinite(pred[m]) else 5.0
@@ -441,7 +315,12 @@ def profile_document(cal: Calibration) -> dict[str, Any]:
 
 
 def _point_ref(p: RealPoint) -> dict[str, Any]:
-    return {"study": p.study, "trial": p.trial, "storage": p.storage, "measured_by": p.measured_by}
+    ref = {"study": p.study, "trial": p.trial, "storage": p.storage, "measured_by": p.measured_by}
+    if p.source:
+        ref["source"] = p.source
+    if p.set_aside:
+        ref["set_aside"] = sorted(p.set_aside)
+    return ref
 
 
 def write_profile(cal: Calibration, out: Path | None = None) -> Path:

@@ -137,6 +137,7 @@ class FidelityReport:
 
     rows: list[dict[str, Any]]  # one per point x predictor x metric
     summary: dict[str, dict[str, dict[str, float | int]]]  # predictor -> metric -> stats
+    set_aside: dict[str, dict[str, dict[str, float | int]]]  # the same over set-aside rows
     ranking: dict[str, dict[str, Any]]  # predictor -> ranking quality
     targets: dict[str, Any]
     notes: list[str]
@@ -146,6 +147,7 @@ class FidelityReport:
         return {
             "rows": self.rows,
             "summary": self.summary,
+            "set_aside_summary": self.set_aside,
             "ranking": self.ranking,
             "targets": self.targets,
             "notes": self.notes,
@@ -162,12 +164,17 @@ class FidelityReport:
 
 
 def _rows(points, split_of, predictor, preds) -> list[dict[str, Any]]:
+    """One row per point and metric; set-aside measurements too, marked with their reason."""
     rows = []
     for p in points:
         if p.label not in preds:
             continue
         for m in METRICS:
-            if m not in p.measured:
+            if m in p.measured:
+                measured, why = p.measured[m], ""
+            elif m in p.set_aside:
+                measured, why = p.set_aside[m]
+            else:
                 continue
             pred = preds[p.label][m]
             rows.append(
@@ -180,8 +187,9 @@ def _rows(points, split_of, predictor, preds) -> list[dict[str, Any]]:
                     "predictor": predictor,
                     "metric": m,
                     "predicted": pred,
-                    "measured": p.measured[m],
-                    "ape_pct": ape(pred, p.measured[m]),
+                    "measured": measured,
+                    "ape_pct": ape(pred, measured),
+                    "set_aside": why,
                 }
             )
     return rows
@@ -199,8 +207,11 @@ def _config_ranking(points, preds) -> dict[str, Any]:
     return ranking(pred, meas)
 
 
-def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict]]:
-    """Predictor -> metric -> median/worst APE."""
+def summarize_rows(
+    rows: Sequence[Mapping[str, Any]], set_aside: bool = False
+) -> dict[str, dict[str, dict]]:
+    """Predictor -> metric -> median/worst APE, over the compared rows (or the set-aside ones)."""
+    rows = [r for r in rows if bool(r.get("set_aside")) == set_aside]
     out: dict[str, dict[str, dict]] = {}
     for predictor in dict.fromkeys(r["predictor"] for r in rows):
         out[predictor] = {
@@ -238,7 +249,9 @@ def fidelity_report(
         LOO: _config_ranking(points, loo),
         IN_SAMPLE: _config_ranking(cal.train, cal.predictions),
     }
-    return FidelityReport(rows, summary, ranks, _targets(summary, ranks), _notes(points, cal), cal)
+    aside = summarize_rows(rows, set_aside=True)
+    targets = _targets(summary, ranks)
+    return FidelityReport(rows, summary, aside, ranks, targets, _notes(points, cal), cal)
 
 
 def _targets(summary, ranks) -> dict[str, Any]:
@@ -255,6 +268,13 @@ def _targets(summary, ranks) -> dict[str, Any]:
 def _notes(points, cal) -> list[str]:
     configs = len({p.key for p in points})
     notes = [f"{len(points)} real measurement(s) of {configs} distinct config(s)."]
+    reasons = sorted({f"{m}: {why}" for p in points for m, (_, why) in p.set_aside.items()})
+    if reasons:
+        aside = sum(1 for p in points if p.set_aside)
+        notes.append(
+            f"Set aside on {aside} point(s) (shown per point, not in the headline errors): "
+            + "; ".join(reasons)
+        )
     if configs < MEANINGFUL_CONFIGS:
         notes.append(
             "Too few configs to validate the targets: errors are anecdotes, ranking is undefined."
@@ -297,6 +317,18 @@ def summary_markdown(report: FidelityReport) -> str:
         )
     lines.append("")
     lines.append("Cells: median / worst absolute percentage error (%).")
+    if any(s["n"] for stats in report.set_aside.values() for s in stats.values()):
+        lines += ["", "Set-aside measurements (known protocol artefacts, for the record):", ""]
+        lines += [
+            head.removesuffix(" Spearman | best in top-3 |"),
+            "|" + "---|" * (len(METRICS) + 1),
+        ]
+        for predictor, stats in report.set_aside.items():
+            cells = [
+                f"{s['median']:.1f} / {s['worst']:.1f}" if s["n"] else "-"
+                for s in (stats[m] for m in METRICS)
+            ]
+            lines.append(f"| {predictor} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -310,8 +342,9 @@ def report_markdown(report: FidelityReport) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in report.rows:
+        mark = " (set aside)" if r.get("set_aside") else ""
         lines.append(
-            f"| {r['point']} | {r['measured_by']} | {r['predictor']} | {r['metric']} | "
+            f"| {r['point']} | {r['measured_by']} | {r['predictor']} | {r['metric']}{mark} | "
             f"{r['predicted']:.1f} | {r['measured']:.1f} | {r['ape_pct']:.1f} |"
         )
     lines += [
@@ -329,8 +362,13 @@ def report_markdown(report: FidelityReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_predicted_vs_measured(report: FidelityReport) -> go.Figure:
-    """One panel per metric: predicted against measured, one colour per predictor, y = x line."""
+def plot_predicted_vs_measured(report: FidelityReport | Sequence[Mapping[str, Any]]) -> go.Figure:
+    """One panel per metric: predicted against measured, one colour per predictor, y = x line.
+
+    Takes a report or its ``rows`` (as saved in ``fidelity.json``); set-aside rows are left out.
+    """
+    all_rows = report.rows if isinstance(report, FidelityReport) else report
+    compared = [r for r in all_rows if not r.get("set_aside")]
     fig = make_subplots(rows=1, cols=len(METRICS), subplot_titles=METRICS)
     colours = dict(
         zip(
@@ -340,7 +378,7 @@ def plot_predicted_vs_measured(report: FidelityReport) -> go.Figure:
         )
     )
     for col, metric in enumerate(METRICS, start=1):
-        rows = [r for r in report.rows if r["metric"] == metric]
+        rows = [r for r in compared if r["metric"] == metric]
         values = [v for r in rows for v in (r["predicted"], r["measured"]) if math.isfinite(v)]
         for predictor, colour in colours.items():
             mine = [r for r in rows if r["predictor"] == predictor]

@@ -101,7 +101,10 @@ def build_costs(
         expert_bytes=expert_bytes,
         num_experts=experts,
         experts_per_token=top_k,
-        kv_bytes_per_token=kv_bytes_per_token(model, plan),
+        # attention kernels reading a quantised cache dequantise as they go: per byte they
+        # stream slower than weight GEMVs, so fewer bytes do not buy a proportional speedup
+        kv_bytes_per_token=kv_bytes_per_token(model, plan)
+        / profile.kv_bandwidth_efficiency.get(plan.kv_dtype, 1.0),
         flops_per_s=compute_rate(gpu, plan, profile),
         bytes_per_s=bandwidth,
         tp=plan.tp,

@@ -46,6 +46,7 @@ class EngineProfile:
     weight_only_compute_efficiency: float  # GEMM slowdown dequantising int4/fp8 weights inline
     compute_efficiency: Mapping[str, float] = field(default_factory=dict)  # by compute dtype
     weight_bandwidth_efficiency: Mapping[str, float] = field(default_factory=dict)  # by weights
+    kv_bandwidth_efficiency: Mapping[str, float] = field(default_factory=dict)  # by KV dtype
 
 
 def strip_sources(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,70 @@
+"""Which real numbers become calibration data: cross-checks tie to one server, protocols set aside."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tuner.realdata import Reference, load_points, measurement_protocols, reference_measurements
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL = ROOT / "studies" / "real"
+ARGV = ("vllm", "serve", "m", "--host", "127.0.0.1", "--port", "55071", "--max-num-seqs", "1024")
+
+
+def test_reference_ties_to_one_server_and_one_measurement():
+    ref = Reference(ARGV, {"output_tokens_per_s": 5400.0}, {"output_tokens_per_s": 4300.0})
+    assert ref.matches(ARGV, {"output_tokens_per_s": 4300.0})
+    other_port = tuple("45201" if a == "55071" else a for a in ARGV)
+    assert not ref.matches(other_port, {"output_tokens_per_s": 4300.0})  # same config, other run
+    assert not ref.matches(ARGV, {"output_tokens_per_s": 5372.0})  # same server, other measurement
+
+
+def test_crosscheck_without_server_is_tied_to_nothing(tmp_path):
+    (tmp_path / "crosscheck.json").write_text(
+        json.dumps({"server_argv": None, "metrics": {"output_tokens_per_s": {}}})
+    )
+    assert reference_measurements(tmp_path) == []
+
+
+def test_protocols_reject_unknown_metrics(tmp_path):
+    (tmp_path / "protocols.yaml").write_text("s: {set_aside: {ttft_p42_ms: why}}\n")
+    with pytest.raises(Exception, match="ttft_p42_ms"):
+        measurement_protocols(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def real_points():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return load_points(
+        [str(REAL / "h100-llama8b-vllm.db"), str(REAL / "cold-start/h100-llama8b-vllm.db")]
+    )
+
+
+def test_session_two_trials_keep_their_own_numbers_with_protocol_medians_set_aside(real_points):
+    study = [p for p in real_points if p.label.endswith("@real")]
+    assert len(study) == 10 and all(p.measured_by == "servetune loadgen" for p in study)
+    for p in study:
+        assert set(p.set_aside) == {"ttft_p50_ms", "tpot_p50_ms"}
+        assert set(p.measured) == {"output_tokens_per_s", "ttft_p99_ms", "tpot_p99_ms"}
+        assert p.ctx.workload.warmup_requests == 0  # replayed as the clean protocol
+    trial0 = next(p for p in study if p.trial == 0)
+    assert trial0.measured["output_tokens_per_s"] == pytest.approx(5372.06, abs=0.01)
+
+
+def test_cold_start_takes_its_own_servers_bench_numbers(real_points):
+    (cold,) = [p for p in real_points if "@cold-start" in p.label]
+    assert cold.measured_by == "vllm bench serve" and not cold.set_aside
+    assert cold.measured["output_tokens_per_s"] == pytest.approx(5432.0, abs=0.1)
+
+
+def test_finalists_are_extra_points_of_their_trials_config(real_points):
+    again = {p.trial: p for p in real_points if p.source}
+    assert set(again) == {0, 3}
+    study = {p.trial: p for p in real_points if p.label.endswith("@real")}
+    for trial, p in again.items():
+        assert p.key == study[trial].key and len(p.measured) == 5 and not p.set_aside
+    assert again[0].measured["ttft_p50_ms"] == pytest.approx(1654.07, abs=0.01)
