@@ -97,7 +97,12 @@ def _cache_key(spec: StudySpec) -> str:
     """What the points depend on: the spec's measured part (its hash) and the sim constants."""
     from engines.sim.profiles import profile_version
 
-    return f"{spec.spec_hash()}-{profile_version(spec.sim_profile)}"
+    profile = spec.sim_profile
+    if profile and Path(profile).suffix:  # a file: its content is in the version, not its path,
+        # which differs per checkout (the key changed in every clone and the tests rewrote the
+        # committed cache)
+        spec = spec.model_copy(update={"sim_profile": Path(profile).name})
+    return f"{spec.spec_hash()}-{profile_version(profile)}"
 
 
 def load_grid(
