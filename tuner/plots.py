@@ -27,7 +27,6 @@ from tuner.plot_style import (  # noqa: F401  (re-exported: the figures' shared 
     GroupBy,
     Records,
     axis_title,
-    empty_figure,
     group_of,
     grouped,
     hover_text,
