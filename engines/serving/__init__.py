@@ -12,7 +12,8 @@ prompts of exact length, the load generator, the metrics) lives here, once. ``ct
 set ``server_command`` or ``<engine>_server_command`` (a list replacing ``argv[0:2]``, e.g. ``[sys.executable, "-m",
 "engines.standin.openai_server"]``), ``env`` (extra environment), ``startup_timeout_s``,
 ``stop_grace_s``, ``request_timeout_s``, ``endpoint`` (``completions`` or ``chat``) and
-``extra_body`` (merged into every request).
+``extra_body`` (merged into every request) and ``save_requests`` (each run's per-request timings
+under ``ctx.workdir/requests``, see :mod:`.request_log`).
 
 ``ctx.options['measurement']`` (:class:`engines.uncertainty.MeasureSettings`) asks for repeats
 (combined with confidence intervals), warmup, a minimum run length and a capacity search
@@ -50,6 +51,7 @@ from engines.serving.loadgen import LoadRequest, LoadResult, run_load
 from engines.serving.pool import ServerPool, restart_key
 from engines.serving.power import PowerReading, PowerSampler, visible_gpus
 from engines.serving.prompts import PromptMaker, is_sharegpt, load_tokenizer, read_sharegpt
+from engines.serving.request_log import request_log_path, write_request_log
 from engines.uncertainty import MeasureSettings, combine_runs
 from engines.workload import RequestPlan, plan_requests
 
@@ -92,6 +94,9 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
         measured = _summarize(engine, config, ctx, result, server, reused, tokenizer_label, chat)
         runs.append(_with_energy_and_cost(measured, power.reading, ctx, gpus))  # type: ignore[arg-type]
         records.append(result.records)
+        if ctx.options.get("save_requests"):
+            path = request_log_path(ctx.workdir / "requests", ctx.trial_number, index)
+            write_request_log(path, result.records)
         if result.stopped:
             break
     combined = combine_runs(runs, records, settings.level, seed=ctx.seed)
