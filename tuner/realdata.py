@@ -14,7 +14,8 @@ change what a point holds, each by an explicit identity check, never by config a
   the way the kept metrics were shown to be measured.
 * ``*finalize/finalists-*.json``: re-measurements of study trials (``bench/real/h100_vllm.py
   finalize``); each becomes its own point of the same config, after its config is checked
-  against the trial's.
+  against the trial's (and its ``study``, when the file names one). A file with ``set_aside``
+  is left out, with its reason logged.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def _with_warmup(ctx: RunContext, warmup: int) -> RunContext:
 
 def _study_points(study, spec, refs: Sequence[Reference], protocol: Protocol | None, url: str):
     from tuner.results import trial_records
-    from tuner.study import make_context
+    from tuner.study import LOAD_PARAM, make_context
 
     if spec.runner != "real":
         log.warning("study %s is simulated (runner %s); skipped", study.study_name, spec.runner)
@@ -229,7 +230,8 @@ def _study_points(study, spec, refs: Sequence[Reference], protocol: Protocol | N
     for record in trial_records(study):
         if record.state != "COMPLETE" or record.estimated:
             continue
-        ctx = make_context(spec, record.number)
+        # a sweep's trial ran at its own load level: replay that one
+        ctx = make_context(spec, record.number, load=record.attrs.get(LOAD_PARAM))
         measurement = (record.attrs.get("result") or {}).get("measurement") or {}
         argv = (measurement.get("extra") or {}).get("server_argv") or []
         bench = next((r.bench for r in refs if r.matches(argv, record.metrics)), None)
@@ -256,9 +258,18 @@ def _study_points(study, spec, refs: Sequence[Reference], protocol: Protocol | N
 
 
 def _finalist_points(path: Path, study_points: Sequence[RealPoint], url: str):
-    """Re-measurements in ``path`` of trials among ``study_points`` (same config checked)."""
+    """Re-measurements in ``path`` of trials among ``study_points`` (same config checked).
+
+    A file naming another study (``"study"``) is not about these trials; one with ``"set_aside"``
+    holds numbers known to be wrong for calibration (the reason is logged)."""
+    data = json.loads(path.read_text())
+    if data.get("study") not in (None, *{p.study for p in study_points}):
+        return
+    if data.get("set_aside"):
+        log.info("%s set aside: %s", path, data["set_aside"])
+        return
     by_trial = {p.trial: p for p in study_points if p.storage == url}
-    for entry in json.loads(path.read_text()).get("configs", []):
+    for entry in data.get("configs", []):
         trial = by_trial.get(int(entry["trial"]))
         if trial is None:
             continue

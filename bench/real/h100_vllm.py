@@ -258,7 +258,12 @@ def finalize(out: Path, repeats: int, only: str = "both") -> None:
     winner = best_within_baseline_ttft(records, base)
     engine = build_engines(variant)["vllm"]
     began = time.monotonic()
-    report: dict = {"slos_for_capacity": CAPACITY_SLOS, "repeats": repeats, "configs": []}
+    report: dict = {
+        "study": spec.name,
+        "slos_for_capacity": CAPACITY_SLOS,
+        "repeats": repeats,
+        "configs": [],
+    }
     chosen = {"both": (base, winner), "baseline": (base,), "winner": (winner,)}[only]
     target = out / ("finalists.json" if only == "both" else f"finalists-{only}.json")
     try:

@@ -40,8 +40,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from engines.base import Config, Engine, RunContext
 from engines.errors import EngineError
 from engines.metrics import Measurement, RequestRecord, cost_per_mtok, summarize
@@ -50,10 +48,10 @@ from engines.serving.lifecycle import HOST, ServerProcess, classify_failure, fre
 from engines.serving.loadgen import LoadRequest, LoadResult, run_load
 from engines.serving.pool import ServerPool, restart_key
 from engines.serving.power import PowerReading, PowerSampler, visible_gpus
-from engines.serving.prompts import PromptMaker, is_sharegpt, load_tokenizer, read_sharegpt
+from engines.serving.prompts import PromptMaker
 from engines.serving.request_log import request_log_path, write_request_log
+from engines.serving.request_source import RequestSource, request_source
 from engines.uncertainty import MeasureSettings, combine_runs
-from engines.workload import RequestPlan, plan_requests
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +67,8 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
     """
     server, reused = _acquire(engine, config, ctx)
     model_id = _served_model(server, ctx)
-    requests, plan, tokenizer_label = _requests(ctx)
+    source = request_source(ctx)
+    plan = source.plan
     chat = ctx.options.get("endpoint", "completions") == "chat"
     settings = MeasureSettings.from_options(ctx.options)
     load = {
@@ -89,9 +88,10 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
         remaining = ctx.timeout_s - (time.monotonic() - started)
         with PowerSampler(visible_gpus(gpus)) as power:
             result = _timed_run(
-                server, model_id, requests, plan, settings, index, remaining, load, new_monitor
+                server, model_id, source, settings, index, remaining, load, new_monitor
             )
-        measured = _summarize(engine, config, ctx, result, server, reused, tokenizer_label, chat)
+        label = source.maker.label
+        measured = _summarize(engine, config, ctx, result, server, reused, label, chat)
         runs.append(_with_energy_and_cost(measured, power.reading, ctx, gpus))  # type: ignore[arg-type]
         records.append(result.records)
         if ctx.options.get("save_requests"):
@@ -104,7 +104,7 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
         log.info("trial %s stopped early: %s", ctx.trial_number, result.stopped)
         return dataclasses.replace(combined, extra={**combined.extra, "stopped": result.stopped})
     if settings.capacity:
-        combined = _with_capacity(combined, server, model_id, requests[plan.warmup :], ctx, load)
+        combined = _with_capacity(combined, server, model_id, source, ctx, load)
     if ctx.options.get("accuracy"):
         combined = _with_accuracy(combined, engine, config, ctx, server, model_id)
     return combined
@@ -180,8 +180,7 @@ def _with_accuracy(
 def _timed_run(
     server: ServerProcess,
     model_id: str,
-    requests: list[LoadRequest],
-    plan: RequestPlan,
+    source: RequestSource,
     settings: MeasureSettings,
     index: int,
     remaining_s: float,
@@ -193,7 +192,7 @@ def _timed_run(
     time is a ``hang``."""
     try:
         result = _repeated_load(
-            server, model_id, requests, plan, settings, index, remaining_s, load, new_monitor
+            server, model_id, source, settings, index, remaining_s, load, new_monitor
         )
     except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
         _POOL.discard()  # a server that stalls is not trusted with the next trial
@@ -211,14 +210,17 @@ def _timed_run(
 def _repeated_load(
     server: ServerProcess,
     model_id: str,
-    requests: list[LoadRequest],
-    plan: RequestPlan,
+    source: RequestSource,
     settings: MeasureSettings,
     index: int,
     remaining_s: float,
     load: dict,
     new_monitor: Callable[[], OverloadMonitor] | None,
 ) -> LoadResult:
+    """Warmup (first run only), then the measured requests; every pass after the trial's very
+    first sends prompts the server has not seen (:mod:`.request_source`)."""
+    plan = source.plan
+    requests = source.requests if index == 0 else source.redraw()
     measured = requests[plan.warmup :]
     arrivals = None if plan.arrival_s is None else list(plan.arrival_s[plan.warmup :])
     warm: list[LoadRequest] = []
@@ -257,6 +259,7 @@ def _repeated_load(
         duration += result.duration_s
         if result.stopped or duration >= settings.min_duration_s or not measured:
             return LoadResult(records, duration, warmup_records, stopped=result.stopped)
+        measured = source.redraw()[plan.warmup :]
 
 
 def _cycled(requests: list[LoadRequest], count: int) -> list[LoadRequest]:
@@ -292,7 +295,7 @@ def _with_capacity(
     measured: Measurement,
     server: ServerProcess,
     model_id: str,
-    requests: list[LoadRequest],
+    source: RequestSource,
     ctx: RunContext,
     load: dict,
 ) -> Measurement:
@@ -308,7 +311,7 @@ def _with_capacity(
     result = measure_capacity(
         server.base_url,
         model_id,
-        requests,
+        source.sample,
         CapacityLimits.from_slo(ctx.slo, float(options.get("max_error_rate", 0.01))),
         start_rps=max(measured.requests_per_s, 0.1),
         min_requests=int(options.get("min_requests", 50)),
@@ -410,42 +413,6 @@ def _served_model(server: ServerProcess, ctx: RunContext) -> str:
         return ctx.model.serve_path
 
 
-def _requests(ctx: RunContext) -> tuple[list[LoadRequest], RequestPlan, str]:
-    """Concrete requests for the trial, plus how prompt lengths were made."""
-    workload = ctx.workload
-    path = ctx.model.path
-    maker = PromptMaker(load_tokenizer(path if path and Path(path).is_dir() else None), ctx.seed)
-    if workload.dataset and is_sharegpt(workload.dataset):
-        plan, prompts = _sharegpt_plan(ctx, maker)
-    else:
-        plan = plan_requests(workload, ctx.seed)
-        if plan.prompts is not None:
-            prompts = list(plan.prompts)
-            plan = dataclasses.replace(
-                plan, input_tokens=np.array([maker.count(p) for p in prompts])
-            )
-        else:
-            prompts = maker.make(plan.input_tokens, plan.shared_prefix_tokens)
-    requests = [
-        LoadRequest(p, int(i), int(o))
-        for p, i, o in zip(prompts, plan.input_tokens, plan.output_tokens, strict=True)
-    ]
-    return requests, plan, maker.label
-
-
-def _sharegpt_plan(ctx: RunContext, maker: PromptMaker) -> tuple[RequestPlan, list[str]]:
-    """Arrivals from the workload, lengths and prompts sampled from a ShareGPT file."""
-    pairs = read_sharegpt(ctx.workload.dataset)  # type: ignore[arg-type]
-    plan = plan_requests(ctx.workload.model_copy(update={"dataset": None}), ctx.seed)
-    idx = np.random.default_rng(ctx.seed).integers(0, len(pairs), size=plan.count)
-    prompts = [pairs[i][0] for i in idx]
-    outputs = np.array([max(1, maker.count(pairs[i][1]) - maker.special_tokens) for i in idx])
-    inputs = np.array([maker.count(p) for p in prompts])
-    return dataclasses.replace(
-        plan, input_tokens=inputs, output_tokens=outputs, shared_prefix_tokens=0
-    ), prompts
-
-
 def _summarize(
     engine: Engine,
     config: Config,
@@ -480,6 +447,7 @@ __all__ = [
     "LoadRequest",
     "LoadResult",
     "PromptMaker",
+    "RequestSource",
     "ServerPool",
     "ServerProcess",
     "classify_failure",

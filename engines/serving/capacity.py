@@ -272,7 +272,7 @@ def probe_timing(
 def measure_capacity(
     base_url: str,
     model: str,
-    requests: Sequence[Any],
+    requests: Sequence[Any] | Callable[[int], Sequence[Any]],
     limits: CapacityLimits,
     start_rps: float,
     *,
@@ -287,12 +287,18 @@ def measure_capacity(
     **load_options: Any,
 ) -> CapacityResult:
     """Capacity of the server at ``base_url`` (already warm): open-loop load at each probed rate,
-    ``requests`` reused cyclically so each probe sends at least ``min_requests`` and lasts at
-    least ``min_duration_s``. ``load_options`` go to :func:`engines.serving.loadgen.run_load`."""
+    each probe sending at least ``min_requests`` and lasting at least ``min_duration_s``.
+    ``requests`` is either a list, reused cyclically, or a function ``count -> requests`` that
+    gives each probe prompts of its own (a server with prefix caching serves prompts it has seen
+    from cache: see :mod:`engines.serving.request_source`). ``load_options`` go to
+    :func:`engines.serving.loadgen.run_load`."""
 
     def probe(rate: float) -> Probe:
         count = max(min_requests, math.ceil(rate * min_duration_s))
-        batch = [requests[i % len(requests)] for i in range(count)]
+        if callable(requests):
+            batch = list(requests(count))
+        else:
+            batch = [requests[i % len(requests)] for i in range(count)]
         offsets = arrival_offsets(count, rate, arrival, seed)
         measurement = _run_rate(base_url, model, batch, offsets, grace_s, slo, limits, load_options)
         result = probe_from(measurement, rate, limits)

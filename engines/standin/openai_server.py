@@ -21,7 +21,9 @@ perturbs it deterministically, as a quantized model perturbs a bf16 one, and vLL
 agreement and KL against a reference can be checked by hand.
 
 ``vllm serve``'s argv is accepted as is (``MODEL --host H --port P --max-num-seqs N ...``):
-flags it does not know are ignored. Faults (``--fault``) imitate how real servers fail.
+flags it does not know are ignored. Faults (``--fault``) imitate how real servers fail. With
+``--enable-prefix-caching`` it remembers the prompts it has served and counts repeats in
+``/metrics``; ``--cached-ttft-ms`` makes a repeat answer that fast, as a cached prefill would.
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ class Settings:
     startup_s: float = 0.0
     seed: int = 0
     precision_noise: float = 0.0
+    prefix_caching: bool = False
+    cached_ttft_s: float | None = None  # TTFT of a prompt seen before (prefix caching on)
 
 
 @dataclass
@@ -123,12 +127,15 @@ class State:
     tokenizer: Any = None
     running: int = 0
     waiting: int = 0
+    seen_prompts: set[int] = field(default_factory=set)
     totals: dict[str, int] = field(
         default_factory=lambda: {
             "prompt_tokens": 0,
             "generation_tokens": 0,
             "request_success": 0,
             "requests": 0,
+            "prefix_cache_queries": 0,  # prompt tokens looked up (vLLM counts tokens too)
+            "prefix_cache_hits": 0,
         }
     )
 
@@ -275,6 +282,20 @@ def prompt_text(chat: bool, body: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
 
 
+def remember_prompt(state: State, prompt: str, tokens: int) -> bool:
+    """With prefix caching on, record ``prompt`` and say whether it is served from cache (seen
+    before, and ``--cached-ttft-ms`` given; vLLM would skip its prefill). Hits are counted in
+    ``/metrics`` as ``vllm:prefix_cache_hits_total`` either way."""
+    if not state.settings.prefix_caching:
+        return False
+    key = zlib.crc32(prompt.encode())
+    seen = key in state.seen_prompts
+    state.seen_prompts.add(key)
+    state.totals["prefix_cache_queries"] += tokens
+    state.totals["prefix_cache_hits"] += tokens if seen else 0
+    return seen and state.settings.cached_ttft_s is not None
+
+
 def client_gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
     """The client closed its connection (end of stream read, or reset)."""
     return reader.at_eof() or reader.exception() is not None or writer.is_closing()
@@ -302,6 +323,9 @@ async def generate(
         return True
     prompt = prompt_text(chat, body)
     n_prompt = count_tokens(state, prompt)
+    ttft_s = (
+        settings.ttft_s if not remember_prompt(state, prompt, n_prompt) else settings.cached_ttft_s
+    )
     asked = body.get("max_completion_tokens", body.get("max_tokens"))
     n_out = 16 if asked is None else int(asked)  # 0 is honoured: echo-only scoring
     state.waiting += 1
@@ -313,8 +337,8 @@ async def generate(
         if client_gone(reader, writer):
             return False
         if body.get("stream"):
-            return await stream(chat, body, n_prompt, n_out, faulty, reader, writer, state)
-        await asyncio.sleep(settings.ttft_s + max(0, n_out - 1) * settings.itl_s)
+            return await stream(chat, body, n_prompt, n_out, faulty, reader, writer, state, ttft_s)
+        await asyncio.sleep(ttft_s + max(0, n_out - 1) * settings.itl_s)
         writer.write(whole(200, full_response(chat, body, prompt, n_prompt, n_out, state)))
         await writer.drain()
         state.totals["request_success"] += 1
@@ -334,6 +358,7 @@ async def stream(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     state: State,
+    ttft_s: float,
 ) -> bool:
     settings = state.settings
     loop = asyncio.get_running_loop()
@@ -346,7 +371,7 @@ async def stream(
     }
     writer.write(head(200, "text/event-stream"))
     start = loop.time()
-    first = start + settings.ttft_s + state.rng.uniform(-settings.jitter_s, settings.jitter_s)
+    first = start + ttft_s + state.rng.uniform(-settings.jitter_s, settings.jitter_s)
     for i in range(n_out):
         due = first + i * settings.itl_s
         if i and settings.jitter_s:
@@ -467,6 +492,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         help="perturb logprobs by up to this many nats (default: from --quantization and "
         "--kv-cache-dtype, see PRECISION_NOISE)",
     )
+    parser.add_argument(
+        "--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=False
+    )
+    parser.add_argument(
+        "--cached-ttft-ms",
+        type=float,
+        default=None,
+        help="with --enable-prefix-caching: TTFT of a prompt seen before (default: no change)",
+    )
     parser.add_argument("--quantization", default=None)
     parser.add_argument("--kv-cache-dtype", default=None)
     parser.add_argument(
@@ -500,6 +534,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         fault_every=max(1, args.fault_every),
         startup_s=startup,
         seed=args.seed,
+        prefix_caching=args.enable_prefix_caching,
+        cached_ttft_s=None if args.cached_ttft_ms is None else args.cached_ttft_ms / 1000,
         precision_noise=(
             args.precision_noise
             if args.precision_noise is not None

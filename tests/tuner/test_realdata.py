@@ -68,3 +68,35 @@ def test_finalists_are_extra_points_of_their_trials_config(real_points):
     for trial, p in again.items():
         assert p.key == study[trial].key and len(p.measured) == 5 and not p.set_aside
     assert again[0].measured["ttft_p50_ms"] == pytest.approx(1654.07, abs=0.01)
+
+
+def test_h200_grid_trials_load_and_its_cached_finalists_are_set_aside(caplog):
+    """The H200 replay of the H100 configs: three clean trials; its finalize file names its own
+    study and is set aside (repeats that re-sent prompts hit vLLM's prefix cache)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with caplog.at_level("INFO", logger="tuner.realdata"):
+        points = load_points([str(REAL / "h200" / "h200-llama8b-vllm-grid.db")])
+    assert sorted(p.trial for p in points) == [0, 1, 2] and not any(p.source for p in points)
+    assert {p.ctx.hardware.gpu for p in points} == {"H200"}
+    assert [p.ctx.workload.arrival.concurrency for p in sorted(points, key=lambda p: p.trial)] == [
+        256,
+        64,
+        256,
+    ]
+    assert "set aside: runs 2-5 re-sent" in caplog.text
+
+
+def test_finalists_of_another_study_are_not_this_studys_points(tmp_path, real_points):
+    """A finalize file naming another study is ignored even where trial numbers and configs
+    match (the H200 grid's trial 0 is the H100 study's trial 0 config)."""
+    import shutil
+
+    shutil.copy(REAL / "h100-llama8b-vllm.db", tmp_path / "h100-llama8b-vllm.db")
+    (tmp_path / "x-finalize").mkdir()
+    data = json.loads((REAL / "h100-finalize" / "finalists-baseline.json").read_text())
+    (tmp_path / "x-finalize" / "finalists-a.json").write_text(json.dumps(data))
+    (tmp_path / "x-finalize" / "finalists-b.json").write_text(
+        json.dumps({**data, "study": "another-study"})
+    )
+    points = load_points([str(tmp_path / "h100-llama8b-vllm.db")], reference=False)
+    assert [Path(p.source).name for p in points if p.source] == ["finalists-a.json"]
