@@ -67,7 +67,11 @@ PRIOR_SIGMA = {
     "compute_efficiency.int8": 0.3,
     "weight_bandwidth_efficiency.int4": 0.3,
     "kv_bandwidth_efficiency.fp8": 0.3,
+    "admission_delay_s": 1.0,
 }
+# Where the prior of a constant shipped at 0 (off) is centred: a log-space fit needs a positive
+# start. 50 ms: a busy Python API server's latency per request, before any data.
+PRIOR_CENTER = {"admission_delay_s": 0.05}
 UPPER = {"prefill_mfu": 0.95, "decode_bw_efficiency": 0.98, "allreduce_efficiency": 0.95}
 # Run-to-run spread of a real measurement in log space: the warm and cold-start runs of the
 # H100 baseline differ by 0.3% (throughput) to 4% (TTFT p50); 5% leaves room for other hosts.
@@ -182,11 +186,15 @@ def fit_constants(
     """
     from scipy.optimize import least_squares
 
-    candidates = [n for n in (names or PRIOR_SIGMA) if _get(base, n) is not None]
+    candidates = [
+        n
+        for n in (names or PRIOR_SIGMA)
+        if _get(base, n) is not None and (_get(base, n) or n in PRIOR_CENTER)
+    ]
     if not points:
         return {}, list(candidates)
     files = _ProfileFiles(points[0].engine)
-    x0 = np.log([_get(base, n) for n in candidates])
+    x0 = np.log([_get(base, n) or PRIOR_CENTER[n] for n in candidates])
     sigma = np.array([PRIOR_SIGMA.get(n, 0.3) for n in candidates])
     f = _residuals(points, files, base, candidates, np.zeros(len(candidates)), sigma, x0, 0.0)
     step = 0.05

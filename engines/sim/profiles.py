@@ -47,6 +47,12 @@ class EngineProfile:
     compute_efficiency: Mapping[str, float] = field(default_factory=dict)  # by compute dtype
     weight_bandwidth_efficiency: Mapping[str, float] = field(default_factory=dict)  # by weights
     kv_bandwidth_efficiency: Mapping[str, float] = field(default_factory=dict)  # by KV dtype
+    # Arrival at the server -> first schedulable, in the API server (HTTP, tokenization, and its
+    # queue while it streams hundreds of responses). Under a closed loop it decides whether
+    # prefills trickle in one per step or gather into full-budget waves (TTFT p50 on the H100
+    # and H200 runs: docs/calibration.md). 0 in the built-in profiles; `servetune calibrate`
+    # fits it.
+    admission_delay_s: float = 0.0
 
 
 def strip_sources(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,4 +134,7 @@ def profile_version(profile: str | None) -> str:
 
 def profile_label(loaded: EngineProfile) -> str:
     """``name@hash`` of one loaded profile, stored with every simulated trial."""
-    return f"{loaded.name}@{_digest(asdict(loaded))}"
+    constants = asdict(loaded)
+    if not constants["admission_delay_s"]:  # added later at a neutral 0: older labels stand
+        del constants["admission_delay_s"]
+    return f"{loaded.name}@{_digest(constants)}"

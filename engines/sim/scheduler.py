@@ -46,6 +46,7 @@ class SchedulerLimits:
     block_size: int
     chunked_prefill: bool
     prefix_caching: bool
+    admission_delay_s: float = 0.0  # arrival at the server -> first schedulable (see _send)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class _Batcher:
         self.seg_open = np.full(n, -1, np.int64)
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
+        self.pending: deque[tuple[float, int]] = deque()  # (schedulable at, request)
         self.sent = self.in_flight = self.max_in_flight = 0
         self.slot_freed_at = 0.0
         self.now, self.steps, self.used, self.preemptions = 0.0, 0, 0, 0
@@ -103,8 +105,14 @@ class _Batcher:
 
     # -- arrivals --------------------------------------------------------------------------
     def _send(self, i: int, at: float) -> None:
+        """Request ``i`` reaches the server at ``at``; the scheduler sees it
+        ``admission_delay_s`` later (HTTP, tokenization and the API server's queue, which under
+        hundreds of streams is busy writing their tokens)."""
         self.start[i] = at
-        self.waiting.append(i)
+        if self.lim.admission_delay_s > 0:
+            self.pending.append((at + self.lim.admission_delay_s, i))
+        else:
+            self.waiting.append(i)
         self.sent += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -118,11 +126,15 @@ class _Batcher:
                 self._send(self.sent, max(float(self.arrival[self.sent]), self.slot_freed_at))
             else:
                 break
+        while self.pending and self.pending[0][0] <= self.now:
+            self.waiting.append(self.pending.popleft()[1])
 
     def _next_arrival(self) -> float:
+        """When the next request becomes schedulable (a send, or the end of a pending delay)."""
+        ready = self.pending[0][0] if self.pending else np.inf
         if self.arrival is None or self.sent >= self.n or self.in_flight >= self.cap:
-            return np.inf
-        return float(self.arrival[self.sent])
+            return ready
+        return min(ready, float(self.arrival[self.sent]) + self.lim.admission_delay_s)
 
     # -- KV blocks and preemption ----------------------------------------------------------
     @property

@@ -70,6 +70,7 @@ def simulate(
         block_size=plan.block_size,
         chunked_prefill=plan.chunked_prefill,
         prefix_caching=plan.prefix_caching,
+        admission_delay_s=costs_profile.admission_delay_s,
     )
     costs = build_costs(ctx.model, gpu, plan, costs_profile)
     result = simulate_schedule(requests, limits, partial(step_time, costs))

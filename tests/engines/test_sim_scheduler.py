@@ -160,3 +160,34 @@ def test_a_thousand_request_trial_is_fast() -> None:
     result = simulate_schedule(plan, limits, toy_step_time)
     assert time.perf_counter() - start < 1.0  # generous: the bench tracks the real number
     assert len(result.records) == 1000
+
+
+def test_admission_delay_adds_exactly_itself_to_an_idle_servers_ttft() -> None:
+    plan = workload(arrival={"kind": "poisson", "rate": 5.0}, num_requests=50)
+    base, delayed = run(plan), run(plan, admission_delay_s=0.02)
+    check_invariants(delayed, plan, LIMITS)
+    starts = [r.start_s for r in delayed.records]
+    assert starts == pytest.approx([r.start_s for r in base.records])  # arrivals unchanged
+    ttft = np.array([r.first_token_s - r.start_s for r in delayed.records])
+    ttft0 = np.array([r.first_token_s - r.start_s for r in base.records])
+    assert ttft - ttft0 == pytest.approx(np.full(ttft.size, 0.02), abs=1e-9)
+
+
+def test_admission_delay_turns_a_closed_loop_into_waves() -> None:
+    """A closed loop of equal requests whose prompts fill several steps: without a delay each
+    replacement joins the next step, one at a time; with one, replacements gather and are
+    prefilled in full-budget steps, so many wait and median TTFT grows far beyond the delay."""
+    plan = workload(
+        input_tokens=512,
+        output_tokens=64,
+        arrival={"kind": "concurrency", "concurrency": 32},
+        num_requests=320,
+    )
+    base, delayed = run(plan), run(plan, admission_delay_s=0.01)
+    check_invariants(delayed, plan, LIMITS)
+
+    def ttft_p50(result: SimResult) -> float:
+        return float(np.median([r.first_token_s - r.start_s for r in result.records]))
+
+    assert ttft_p50(delayed) > ttft_p50(base) + 2 * 0.01
+    assert len(delayed.records) == len(base.records) == 320
