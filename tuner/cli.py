@@ -150,6 +150,31 @@ def _spec_with_overrides(spec_path: Path, trials: int | None, **overrides):
 
 
 @app.command()
+def replay(
+    spec_path: Path = typer.Argument(..., help="study spec (YAML) that will measure the configs"),
+    source: str = typer.Option(..., "--from", help="study to take configs from: spec or name"),
+    trials: str = typer.Option(..., help="its trial numbers in order, e.g. 0,3,7"),
+    storage: str | None = typer.Option(None, help="storage of --from when it is a name"),
+) -> None:
+    """Queue another study's configs (the first marked as baseline), each at every load level of
+    the spec's sweep; `servetune run SPEC` then measures them in that order."""
+    from tuner.replay import enqueue_configs, parse_trials, trial_configs
+    from tuner.spec import load_spec
+
+    numbers = parse_trials(trials)
+    spec = load_spec(spec_path)
+    stored, _ = _resolve(source, storage)
+    queued = enqueue_configs(spec, trial_configs(stored, numbers))
+    if not queued:
+        console.print(f"{spec.name}: configs were queued before; nothing added")
+        return
+    console.print(
+        f"queued {queued} trial(s) of {len(numbers)} config(s) from {stored.study_name!r} "
+        f"in {spec.name!r}; run: servetune run {spec_path}"
+    )
+
+
+@app.command()
 def worker(
     spec_path: Path = typer.Argument(..., help="study spec (YAML); the study is created or joined"),
     storage: str | None = typer.Option(

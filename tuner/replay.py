@@ -17,23 +17,34 @@ import optuna
 from engines.errors import SpecError
 from tuner.search import config_params
 from tuner.spec import StudySpec
-from tuner.storage import open_storage
 from tuner.study import LOAD_PARAM, build_engines, open_study, search_spaces
 
 EngineConfig = tuple[str, dict[str, Any]]
 
 
-def trial_configs(storage_url: str, study_name: str, trials: Sequence[int]) -> list[EngineConfig]:
-    """``(engine, config)`` of the given trial numbers of a stored study, in that order."""
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
-    by_number = {t.number: t for t in study.trials}
+def trial_configs(study: optuna.Study, trials: Sequence[int]) -> list[EngineConfig]:
+    """``(engine, config)`` of the given trial numbers of ``study``, in that order."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     out = []
     for number in trials:
         trial = by_number.get(number)
         if trial is None or "config" not in trial.user_attrs:
-            raise SpecError(f"trials: study {study_name!r} has no trial {number} with a config")
+            raise SpecError(
+                f"--trials: study {study.study_name!r} has no trial {number} with a config"
+            )
         out.append((str(trial.user_attrs.get("engine", "vllm")), dict(trial.user_attrs["config"])))
     return out
+
+
+def parse_trials(text: str) -> list[int]:
+    """``"0,3,7"`` -> ``[0, 3, 7]``; anything else is a one-line error naming the flag."""
+    try:
+        numbers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or any(n < 0 for n in numbers):
+        raise SpecError(f"--trials: expected trial numbers separated by commas, got {text!r}")
+    return numbers
 
 
 def enqueue_configs(

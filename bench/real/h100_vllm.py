@@ -228,7 +228,10 @@ def enqueue(source: Path, trials: list[int]) -> None:
 
     spec = load_spec(SPEC)
     _restore_db(spec)
-    configs = trial_configs(f"sqlite:///{source}", source.stem, trials)
+    import optuna
+
+    stored = optuna.load_study(study_name=source.stem, storage=f"sqlite:///{source}")
+    configs = trial_configs(stored, trials)
     print(f"queued {enqueue_configs(spec, configs)} trials in {spec.name}", flush=True)
 
 

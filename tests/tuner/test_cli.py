@@ -210,3 +210,48 @@ def test_real_runner_without_the_engine_stops_with_one_line(tmp_path):
 
     trials = optuna.load_study(study_name="cli", storage=storage).trials
     assert len(trials) == 1 and trials[0].user_attrs["fail"]["reason"] == "not_installed"
+
+
+def test_replay_queues_another_studys_configs_and_run_measures_them_in_order(tmp_path):
+    import optuna
+
+    source = _write(tmp_path, {**SPEC, "storage": f"sqlite:///{tmp_path}/source.db"})
+    assert servetune("run", str(source), "--no-export", cwd=tmp_path).returncode == 0
+    target = tmp_path / "target.yaml"
+    target.write_text(
+        yaml.safe_dump(
+            {
+                **SPEC,
+                "name": "target",
+                "hardware": {"gpu": "H200"},
+                "storage": f"sqlite:///{tmp_path}/target.db",
+                "baseline": False,
+                "sampler": "random",
+                "budget": {"trials": 2},
+            }
+        )
+    )
+    done = servetune("replay", str(target), "--from", str(source), "--trials", "3,0", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "queued 2 trial(s) of 2 config(s) from 'cli'" in done.stdout
+    again = servetune("replay", str(target), "--from", str(source), "--trials", "3,0", cwd=tmp_path)
+    assert again.returncode == 0 and "nothing added" in again.stdout
+    assert servetune("run", str(target), "--no-export", cwd=tmp_path).returncode == 0
+    storage = f"sqlite:///{tmp_path}/source.db"
+    src = {t.number: t for t in optuna.load_study(study_name="cli", storage=storage).trials}
+    got = optuna.load_study(study_name="target", storage=f"sqlite:///{tmp_path}/target.db").trials
+    assert [t.user_attrs["config"] for t in got] == [
+        src[3].user_attrs["config"],
+        src[0].user_attrs["config"],
+    ]
+    assert [bool(t.user_attrs.get("baseline")) for t in got] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("trials", "needle"), [("0,x", "--trials: expected"), ("99", "no trial 99")]
+)
+def test_replay_of_bad_trials_is_one_line_naming_the_flag(tmp_path, trials, needle):
+    source = _write(tmp_path, {**SPEC, "storage": f"sqlite:///{tmp_path}/source.db"})
+    assert servetune("run", str(source), "--no-export", cwd=tmp_path).returncode == 0
+    done = servetune("replay", str(source), "--from", str(source), "--trials", trials, cwd=tmp_path)
+    assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr

@@ -11,7 +11,7 @@ import pytest
 from engines.errors import SpecError
 from engines.serving import close_servers
 from engines.serving.request_log import read_request_log
-from tuner.replay import enqueue_configs, trial_configs
+from tuner.replay import enqueue_configs, parse_trials, trial_configs
 from tuner.results import trial_records
 from tuner.spec import parse_spec
 from tuner.storage import open_storage
@@ -86,7 +86,7 @@ def test_replayed_configs_run_in_order_with_one_server_per_config(tmp_path, monk
         if t.state == "COMPLETE":
             first.setdefault(t.config["max_num_seqs"], t.number)
     assert len(first) == 2
-    configs = trial_configs(source, "source", list(first.values()))
+    configs = trial_configs(_load(source), list(first.values()))
     spec = parse_spec(_replay_spec(tmp_path, monkeypatch))
     assert enqueue_configs(spec, configs) == 4
     assert enqueue_configs(spec, configs) == 0  # a resumed study is not queued twice
@@ -117,5 +117,15 @@ def test_replayed_configs_run_in_order_with_one_server_per_config(tmp_path, monk
 
 def test_replaying_a_trial_that_does_not_exist_names_the_field(tmp_path):
     source = _source_study(tmp_path)
-    with pytest.raises(SpecError, match="trials: study 'source' has no trial 99"):
-        trial_configs(source, "source", [0, 99])
+    with pytest.raises(SpecError, match="--trials: study 'source' has no trial 99"):
+        trial_configs(_load(source), [0, 99])
+
+
+@pytest.mark.parametrize("text", ["", "a,b", "1,-2", "3;4"])
+def test_trial_lists_that_are_not_numbers_name_the_flag(text):
+    with pytest.raises(SpecError, match="--trials: expected trial numbers"):
+        parse_trials(text)
+
+
+def test_trial_lists_keep_their_order():
+    assert parse_trials("5, 0,3") == [5, 0, 3]
