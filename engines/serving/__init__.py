@@ -220,13 +220,12 @@ def _repeated_load(
     """Warmup (first run only), then the measured requests; every pass after the trial's very
     first sends prompts the server has not seen (:mod:`.request_source`)."""
     plan = source.plan
-    requests = source.requests if index == 0 else source.redraw()
-    measured = requests[plan.warmup :]
+    measured = source.measured if index == 0 else source.redraw()
     arrivals = None if plan.arrival_s is None else list(plan.arrival_s[plan.warmup :])
     warm: list[LoadRequest] = []
     if index == 0:
         count = plan.warmup if settings.warmup_requests is None else settings.warmup_requests
-        warm = requests[:count] if count <= plan.warmup else _cycled(measured, count)
+        warm = source.requests[:count] if count <= plan.warmup else _cycled(measured, count)
     records: list[RequestRecord] = []
     warmup_records: list[RequestRecord] = []
     duration, deadline = 0.0, time.monotonic() + remaining_s
@@ -259,7 +258,7 @@ def _repeated_load(
         duration += result.duration_s
         if result.stopped or duration >= settings.min_duration_s or not measured:
             return LoadResult(records, duration, warmup_records, stopped=result.stopped)
-        measured = source.redraw()[plan.warmup :]
+        measured = source.redraw()
 
 
 def _cycled(requests: list[LoadRequest], count: int) -> list[LoadRequest]:

@@ -3,7 +3,7 @@
 A server with prefix caching (vLLM's default) keeps the KV cache of prompts it has seen. When a
 repeat run, a capacity probe or the next load level of a sweep sends the very same prompts again,
 the server skips their prefill and the numbers describe another workload: on an H200
-(studies/real/h200-finalize) the defaults' repeats read up to 33% more tokens/s than the first
+(studies/real/h200/finalize) the defaults' repeats read up to 33% more tokens/s than the first
 run, at a prefix-cache hit rate of up to 65%, and the fp8-KV winner's read 14,500 against 8,500
 tok/s at 98%. So every run draws new prompt text for the same planned lengths (common random
 numbers: configs and runs still see identical lengths and arrivals), from a seed that also
@@ -47,13 +47,8 @@ class RequestSource:
         return self.requests[self.plan.warmup :]
 
     def redraw(self) -> list[LoadRequest]:
-        """All requests again (warmup included), with new prompt text of the same lengths."""
-        if not self.synthetic:
-            return self.requests
-        prompts = self.maker.make(self.plan.input_tokens, self.plan.shared_prefix_tokens)
-        return [
-            dataclasses.replace(r, prompt=p) for r, p in zip(self.requests, prompts, strict=True)
-        ]
+        """The measured requests again, in order, with new prompt text of the same lengths."""
+        return self.sample(len(self.measured))
 
     def sample(self, count: int) -> list[LoadRequest]:
         """``count`` requests with the measured requests' lengths (cycled), in new prompt text."""

@@ -17,8 +17,8 @@ from engines.vllm import VllmEngine
 def test_redraw_keeps_exact_lengths_and_changes_every_prompt(make_ctx, tiny_model_dir):
     source = request_source(make_ctx(model_path=str(tiny_model_dir)))
     again = source.redraw()
-    assert [r.input_tokens for r in again] == [r.input_tokens for r in source.requests]
-    assert [r.output_tokens for r in again] == [r.output_tokens for r in source.requests]
+    assert [r.input_tokens for r in again] == [r.input_tokens for r in source.measured]
+    assert [r.output_tokens for r in again] == [r.output_tokens for r in source.measured]
     assert not {r.prompt for r in again} & {r.prompt for r in source.requests}
     assert all(source.maker.count(r.prompt) == r.input_tokens for r in again)  # still exact
 
@@ -48,7 +48,7 @@ def test_dataset_prompts_are_the_datasets_own_and_repeat(make_ctx, tmp_path):
     )
     ctx = make_ctx(workload={"dataset": str(data), "num_requests": 6})
     source = request_source(ctx)
-    assert not source.synthetic and source.redraw() == source.requests
+    assert not source.synthetic and source.redraw() == source.measured
 
 
 def _cache_hits(base_url: str) -> int:
