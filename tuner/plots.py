@@ -1,5 +1,6 @@
 """Figures of a study: Pareto fronts (here) and, re-exported from :mod:`tuner.search_plots`,
-parameter views, latency percentiles and convergence.
+parameter views, latency percentiles and convergence; from :mod:`tuner.request_plots`, the
+per-request timeline of one real run.
 
 Plain functions over :class:`~tuner.results.TrialRecord` lists (or a front / an Optuna study)
 returning ``plotly.graph_objects.Figure``; they work outside Jupyter (``fig.write_html``, or
@@ -35,6 +36,7 @@ from tuner.plot_style import (  # noqa: F401  (re-exported: the figures' shared 
     metric_value,
     titled,
 )
+from tuner.request_plots import plot_request_timeline  # noqa: F401  (re-exported)
 from tuner.results import FrontResult, pareto_front
 from tuner.search_plots import (  # noqa: F401  (re-exported: one import for every figure)
     param_importances,
