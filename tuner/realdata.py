@@ -244,8 +244,6 @@ def _study_points(study, spec, refs: Sequence[Reference], protocol: Protocol | N
             }
             if protocol.replay_warmup is not None:
                 ctx = _with_warmup(ctx, protocol.replay_warmup)
-        else:  # today's load generator warms up in a phase of its own, before the window
-            ctx = _with_warmup(ctx, 0)
         yield RealPoint(
             study=study.study_name,
             trial=record.number,

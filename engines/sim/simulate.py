@@ -18,7 +18,7 @@ from engines.metrics import Measurement, cost_per_mtok, summarize
 from engines.sim.costs import build_costs, step_time
 from engines.sim.profiles import load_profile, profile_label, strip_sources
 from engines.sim.scheduler import SchedulerLimits, SimResult, simulate_schedule
-from engines.workload import plan_requests
+from engines.workload import measured_window, plan_requests
 
 # Board power while serving: a floor even when idle between steps, rising with busy time.
 # Serving GPUs typically draw 60-90% of TDP under load (nvidia-smi traces in MLPerf Inference
@@ -52,7 +52,7 @@ def simulate(
     gpu = ctx.hardware.gpu_info
     budget = memory_budget(ctx.model, gpu, plan)
     blocks = budget.kv_tokens // plan.block_size
-    requests = plan_requests(ctx.workload, ctx.seed)
+    requests = measured_window(plan_requests(ctx.workload, ctx.seed))  # warmup: its own phase
     longest = int((requests.input_tokens + requests.output_tokens).max())
     if blocks * plan.block_size < longest:
         raise EngineError(

@@ -96,3 +96,38 @@ def test_a_small_kv_cache_caps_the_batch_and_the_throughput(vllm, baseline) -> N
 def test_sim_engine_reports_its_profile_version(vllm) -> None:
     assert vllm.versions()["sim_profile"].startswith("builtin@")
     assert get_engine("vllm", profile="trtllm").versions()["sim_profile"].startswith("trtllm@")
+
+
+def test_the_sim_measures_after_its_warmup_as_the_load_generator_does():
+    """Warmup is a phase of its own on real servers: the sim's measured closed loop starts as
+    one burst on an idle server, so with equal requests a warmup changes nothing. (Simulated
+    inside the loop, the warmup staggered the measured start and moved median TTFT.)"""
+    import dataclasses
+
+    from engines import get_engine
+    from engines.base import RunContext
+    from engines.specs import HardwareSpec, ModelSpec
+    from engines.workload import WorkloadSpec, measured_window, plan_requests
+
+    workload = WorkloadSpec(
+        input_tokens=1024,
+        output_tokens=128,
+        arrival={"kind": "concurrency", "concurrency": 64},
+        num_requests=192,
+        warmup_requests=40,
+    )
+    window = measured_window(plan_requests(workload, 0))
+    assert window.warmup == 0 and window.count == 192
+    engine = get_engine("vllm", "sim")
+    ctx = RunContext(
+        model=ModelSpec.model_validate({"name": "Llama-3.1-8B"}),
+        hardware=HardwareSpec(gpu="H100-SXM"),
+        workload=workload,
+    )
+    config = engine.defaults(ctx.model, ctx.hardware)
+    warmed = engine.run(config, ctx)
+    cold = dataclasses.replace(ctx, workload=workload.model_copy(update={"warmup_requests": 0}))
+    plain = engine.run(config, cold)
+    assert warmed.num_requests == 192
+    for metric in ("output_tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms"):
+        assert warmed.metrics()[metric] == pytest.approx(plain.metrics()[metric], rel=1e-9)
