@@ -64,10 +64,9 @@ def enqueue_configs(
     loads: list[float | None] = list(spec.workload.sweep or [None])
     queued = 0
     for index, (name, config) in enumerate(configs):
+        base = config_params(name, config, len(engines) > 1, spaces[name])
         for level, load in enumerate(loads):
-            params = config_params(name, config, len(engines) > 1, spaces[name])
-            if load is not None:
-                params[LOAD_PARAM] = load
+            params = base if load is None else {**base, LOAD_PARAM: load}
             marked = index == baseline and level == 0
             study.enqueue_trial(
                 params, user_attrs={"baseline": True} if marked else {"replay": True}

@@ -224,12 +224,12 @@ def study(seconds: float, out: Path) -> None:
 
 def enqueue(source: Path, trials: list[int]) -> None:
     """Queue trials of the study stored in ``source`` (same study name as its file) in SPEC."""
+    import optuna
+
     from tuner.replay import enqueue_configs, trial_configs
 
     spec = load_spec(SPEC)
     _restore_db(spec)
-    import optuna
-
     stored = optuna.load_study(study_name=source.stem, storage=f"sqlite:///{source}")
     configs = trial_configs(stored, trials)
     print(f"queued {enqueue_configs(spec, configs)} trials in {spec.name}", flush=True)
@@ -341,7 +341,13 @@ def main() -> None:
     elif args.command == "enqueue":
         if args.source is None or not args.trials:
             parser.error("enqueue needs --from and --trials")
-        enqueue(args.source, [int(n) for n in args.trials.split(",")])
+        from engines.errors import SpecError
+        from tuner.replay import parse_trials
+
+        try:
+            enqueue(args.source, parse_trials(args.trials))
+        except SpecError as error:
+            parser.error(str(error))
     else:
         finalize(args.out, args.repeats, args.only)
 

@@ -68,7 +68,7 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
     server, reused = _acquire(engine, config, ctx)
     model_id = _served_model(server, ctx)
     source = request_source(ctx)
-    plan = source.plan
+    plan, label = source.plan, source.maker.label  # label: how prompt lengths were made
     chat = ctx.options.get("endpoint", "completions") == "chat"
     settings = MeasureSettings.from_options(ctx.options)
     load = {
@@ -90,7 +90,6 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
             result = _timed_run(
                 server, model_id, source, settings, index, remaining, load, new_monitor
             )
-        label = source.maker.label
         measured = _summarize(engine, config, ctx, result, server, reused, label, chat)
         runs.append(_with_energy_and_cost(measured, power.reading, ctx, gpus))  # type: ignore[arg-type]
         records.append(result.records)
