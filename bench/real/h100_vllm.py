@@ -235,7 +235,9 @@ def enqueue(source: Path, trials: list[int]) -> None:
     print(f"queued {enqueue_configs(spec, configs)} trials in {spec.name}", flush=True)
 
 
-def finalize(out: Path, repeats: int, only: str = "both") -> None:
+def finalize(
+    out: Path, repeats: int, only: str = "both", crosscheck_tools: bool = True, steps: int = 4
+) -> None:
     """Winner and baseline re-measured in one call: spread over runs, capacity, joules/token."""
     from tuner.results import trial_records
     from tuner.study import make_context, open_study
@@ -250,7 +252,7 @@ def finalize(out: Path, repeats: int, only: str = "both") -> None:
             ),
             "options": {
                 **spec.options,
-                "capacity": {"max_steps": 4, "rel_tol": 0.2, "min_duration_s": 8.0},
+                "capacity": {"max_steps": steps, "rel_tol": 0.2, "min_duration_s": 8.0},
                 # its own folder: the study's trial logs and request traces stay as they were
                 "workdir": f"{spec.options.get('workdir', 'studies/runs/' + spec.name)}/finalize",
             },
@@ -273,7 +275,7 @@ def finalize(out: Path, repeats: int, only: str = "both") -> None:
         for record in chosen:
             ctx = make_context(variant, record.number)
             measured = engine.run(record.config, ctx)
-            if record.baseline and _POOL.current is not None:  # same server, the other tool
+            if crosscheck_tools and record.baseline and _POOL.current is not None:  # the other tool
                 try:
                     crosscheck(spec, _POOL.current, measured.metrics(), out)
                 except (OSError, ValueError, subprocess.SubprocessError) as error:
@@ -327,6 +329,10 @@ def main() -> None:
     parser.add_argument("--only", choices=["both", "baseline", "winner"], default="both")
     parser.add_argument("--from", dest="source", type=Path, help="enqueue: a study's SQLite file")
     parser.add_argument("--trials", default="", help="enqueue: trial numbers, e.g. 0,3,7")
+    parser.add_argument(
+        "--no-crosscheck", action="store_true", help="finalize: no vllm bench serve afterwards"
+    )
+    parser.add_argument("--capacity-steps", type=int, default=4, help="finalize: probes at most")
     args = parser.parse_args()
     SPEC = args.spec
     if args.state is not None:
@@ -349,7 +355,7 @@ def main() -> None:
         except SpecError as error:
             parser.error(str(error))
     else:
-        finalize(args.out, args.repeats, args.only)
+        finalize(args.out, args.repeats, args.only, not args.no_crosscheck, args.capacity_steps)
 
 
 if __name__ == "__main__":
