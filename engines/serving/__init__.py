@@ -12,8 +12,8 @@ prompts of exact length, the load generator, the metrics) lives here, once. ``ct
 set ``server_command`` or ``<engine>_server_command`` (a list replacing ``argv[0:2]``, e.g. ``[sys.executable, "-m",
 "engines.standin.openai_server"]``), ``env`` (extra environment), ``startup_timeout_s``,
 ``stop_grace_s``, ``request_timeout_s``, ``endpoint`` (``completions`` or ``chat``) and
-``extra_body`` (merged into every request) and ``save_requests`` (each run's per-request timings
-under ``ctx.workdir/requests``, see :mod:`.request_log`).
+``extra_body`` (merged into every request) and ``save_requests`` (each run's and each capacity
+probe's per-request timings under ``ctx.workdir/requests``, see :mod:`.request_log`).
 
 ``ctx.options['measurement']`` (:class:`engines.uncertainty.MeasureSettings`) asks for repeats
 (combined with confidence intervals), warmup, a minimum run length and a capacity search
@@ -37,7 +37,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engines.base import Config, Engine, RunContext
@@ -49,7 +49,7 @@ from engines.serving.loadgen import LoadRequest, LoadResult, run_load
 from engines.serving.pool import ServerPool, restart_key
 from engines.serving.power import PowerReading, PowerSampler, visible_gpus
 from engines.serving.prompts import PromptMaker
-from engines.serving.request_log import request_log_path, write_request_log
+from engines.serving.request_log import probe_log_path, request_log_path, write_request_log
 from engines.serving.request_source import RequestSource, request_source
 from engines.uncertainty import MeasureSettings, combine_runs
 
@@ -320,6 +320,7 @@ def _with_capacity(
         rel_tol=float(options.get("rel_tol", 0.1)),
         seed=ctx.seed,
         slo=ctx.slo,
+        keep_records=_probe_saver(ctx),
         **load,
     )
     return dataclasses.replace(
@@ -330,6 +331,19 @@ def _with_capacity(
             "capacity": {**result.to_dict(), "probe_s": timing.min_duration_s},
         },
     )
+
+
+def _probe_saver(ctx: RunContext) -> Callable[[int, Sequence[RequestRecord]], None] | None:
+    """With ``save_requests``, each capacity probe's trace goes next to the runs' traces."""
+    if not ctx.options.get("save_requests"):
+        return None
+
+    def save(index: int, records: Sequence[RequestRecord]) -> None:
+        write_request_log(
+            probe_log_path(ctx.workdir / "requests", ctx.trial_number, index), records
+        )
+
+    return save
 
 
 def _gpu_count(engine: Engine, config: Config, ctx: RunContext) -> int:

@@ -165,6 +165,15 @@ class OverloadMonitor:
     run that ramps up to many requests in flight shows the count rising just as an overloaded one
     does; what differs is that its requests do not wait longer and longer.
 
+    Why the wait must also be material (the last third's median at least ``wait_share`` of the
+    TTFT limit, or four times the first third's when there is no limit): on a real
+    server the first token also comes later as the batch fills. On an H200 (vLLM, Llama-3.1-8B,
+    studies/real/h200/session4-finalize) probes at 18-20 req/s were cut after ~30 records as
+    ``4.5 -> 12.5 -> 17.0 requests in flight, median TTFT 49 -> 67 ms``: the first seconds of a
+    ramp-up (rate x latency is ~40 in flight there), with first tokens 30 times inside the 2 s
+    limit. An overloaded server's wait keeps growing, so it still crosses the floor within the
+    probe (or the probe's own p99 judges it).
+
     :meth:`feed` is a load-generator hook (``run_load(..., on_record=monitor.feed)``) and runs in
     its event loop, so a check (a sort of every record so far) is not made on every record of a
     long run: after each one the next waits until the run has grown by ``recheck`` (5 %), which
@@ -178,8 +187,10 @@ class OverloadMonitor:
         growth: float = 1.25,
         min_in_flight: int = 4,
         recheck: float = 0.05,
+        wait_share: float = 0.5,
     ) -> None:
         self.ttft_limit_ms = ttft_limit_ms
+        self.wait_share = wait_share
         self.window = window
         self.growth = growth
         self.min_in_flight = min_in_flight
@@ -218,7 +229,12 @@ class OverloadMonitor:
         # ... and the wait must grow with it: a healthy ramp-up to many requests in flight (rate x
         # latency) raises the count over the first records just as well, at a steady TTFT
         waits = [float(np.median(part)) for part in np.array_split(_ttfts_ms(ordered), 3)]
-        if waits[0] < waits[1] < waits[2] and waits[2] > self.growth * waits[1]:
+        if self.ttft_limit_ms is not None:
+            floor = self.wait_share * self.ttft_limit_ms
+        else:
+            floor = 4.0 * waits[0]  # no limit to compare with: the wait quadrupled
+        rising = waits[0] < waits[1] < waits[2] and waits[2] > self.growth * waits[1]
+        if rising and waits[2] >= floor:
             return (
                 f"queue_growing: {a:.1f} -> {b:.1f} -> {c:.1f} requests in flight, "
                 f"median TTFT {waits[1]:.0f} -> {waits[2]:.0f} ms"
@@ -284,14 +300,17 @@ def measure_capacity(
     rel_tol: float = 0.1,
     seed: int = 0,
     slo: RequestSLO = RequestSLO(),
+    keep_records: Callable[[int, Sequence[RequestRecord]], None] | None = None,
     **load_options: Any,
 ) -> CapacityResult:
     """Capacity of the server at ``base_url`` (already warm): open-loop load at each probed rate,
     each probe sending at least ``min_requests`` and lasting at least ``min_duration_s``.
     ``requests`` is either a list, reused cyclically, or a function ``count -> requests`` that
     gives each probe prompts of its own (a server with prefix caching serves prompts it has seen
-    from cache: see :mod:`engines.serving.request_source`). ``load_options`` go to
-    :func:`engines.serving.loadgen.run_load`."""
+    from cache: see :mod:`engines.serving.request_source`). ``keep_records(index, records)``, when
+    given, receives each probe's request records (a probe cut as overloaded can then be looked at
+    afterwards). ``load_options`` go to :func:`engines.serving.loadgen.run_load`."""
+    probed = 0
 
     def probe(rate: float) -> Probe:
         count = max(min_requests, math.ceil(rate * min_duration_s))
@@ -300,7 +319,13 @@ def measure_capacity(
         else:
             batch = [requests[i % len(requests)] for i in range(count)]
         offsets = arrival_offsets(count, rate, arrival, seed)
-        measurement = _run_rate(base_url, model, batch, offsets, grace_s, slo, limits, load_options)
+        nonlocal probed
+        measurement, records = _run_rate(
+            base_url, model, batch, offsets, grace_s, slo, limits, load_options
+        )
+        if keep_records is not None:
+            keep_records(probed, records)
+        probed += 1
         result = probe_from(measurement, rate, limits)
         log.info(
             "capacity probe %.3g req/s: %s%s",
@@ -322,7 +347,7 @@ def _run_rate(
     slo: RequestSLO,
     limits: CapacityLimits,
     load_options: Mapping[str, Any],
-) -> Measurement:
+) -> tuple[Measurement, list[RequestRecord]]:
     import asyncio
 
     from engines.serving.loadgen import run_load
@@ -340,8 +365,10 @@ def _run_rate(
             **load_options,
         )
     except (TimeoutError, asyncio.TimeoutError):
-        return summarize([], deadline, slo, extra={"stopped": f"deadline: over {deadline:.1f} s"})
-    return summarize(result.records, result.duration_s, slo, extra={"stopped": result.stopped})
+        cut = {"stopped": f"deadline: over {deadline:.1f} s"}
+        return summarize([], deadline, slo, extra=cut), []
+    records = list(result.records)
+    return summarize(records, result.duration_s, slo, extra={"stopped": result.stopped}), records
 
 
 def estimate_capacity(

@@ -61,3 +61,9 @@ def request_log_path(folder: Path, trial: int | None, run: int) -> Path:
     """Where run ``run`` of trial ``trial`` keeps its trace under ``folder``."""
     name = "trial" if trial is None else f"trial-{trial}"
     return folder / f"{name}-run-{run}.jsonl.gz"
+
+
+def probe_log_path(folder: Path, trial: int | None, probe: int) -> Path:
+    """Where capacity probe ``probe`` (in the order probed) of trial ``trial`` keeps its trace."""
+    name = "trial" if trial is None else f"trial-{trial}"
+    return folder / f"{name}-probe-{probe}.jsonl.gz"

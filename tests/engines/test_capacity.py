@@ -64,6 +64,37 @@ def test_monitor_is_quiet_while_a_healthy_run_ramps_up() -> None:
     assert all(monitor.feed(r) is None for r in records)
 
 
+def _real_ramp_up(rate: float = 20.0, count: int = 60) -> list[RequestRecord]:
+    """The start of a healthy open-loop run as an H200 served it (studies/real/h200/
+    session4-finalize, a probe cut as ``5.0 -> 13.5 -> 21.5 requests in flight, median TTFT
+    41 -> 65 ms``): requests take ~2.5 s, so the count in flight climbs towards 50, and as the
+    batch fills each token and the first one come a little later (40 -> 70 ms), far inside a
+    2 s limit. The old monitor read it as ``5.5 -> 15.5 -> 25.0 ..., 47 -> 59 ms``."""
+    out = []
+    for i in range(count):
+        start = i / rate
+        ttft = 0.040 + 0.030 * min(1.0, start / 1.5) ** 2
+        out.append(RequestRecord(start, start + ttft, start + 2.5 + 0.02 * i, 1024, 256))
+    return out
+
+
+@pytest.mark.parametrize("limit", [2000.0, None])
+def test_monitor_is_quiet_while_a_real_server_fills_its_batch(limit) -> None:
+    monitor = OverloadMonitor(ttft_limit_ms=limit)
+    assert all(monitor.feed(r) is None for r in sorted(_real_ramp_up(), key=lambda r: r.end_s))
+
+
+def test_monitor_names_an_overload_whose_wait_nears_the_limit() -> None:
+    # the same server offered more than it serves: each request waits 60 ms longer than the last
+    records = [
+        RequestRecord(i / 30, i / 30 + 0.05 + 0.06 * i, i / 30 + 2.6 + 0.06 * i, 1024, 256)
+        for i in range(60)
+    ]
+    monitor = OverloadMonitor(ttft_limit_ms=2000.0)
+    reasons = [monitor.feed(r) for r in sorted(records, key=lambda r: r.end_s)]
+    assert reasons[-1] is not None and reasons[-1].startswith("queue_growing"), reasons[-1]
+
+
 # 4 slots, 20 ms to the first token then 3 more tokens 10 ms apart: 50 ms a request,
 # so the stand-in serves at most 4 / 0.05 = 80 requests/s.
 SLOTS, TTFT_MS, ITL_MS, TOKENS = 4, 20.0, 10.0, 4

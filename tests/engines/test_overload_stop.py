@@ -99,3 +99,26 @@ def test_capacity_probes_last_several_request_latencies(make_ctx):
     assert e2e_s > 0.4, m.e2e_ms  # 20 ms + 7 x 60 ms a request
     assert abs(m.extra["capacity"]["probe_s"] - 3.0 * e2e_s) < 1e-6, m.extra["capacity"]
     assert m.capacity_rps is not None and m.capacity_rps > 0
+
+
+def test_capacity_probes_keep_their_traces_when_asked(make_ctx):
+    """With ``save_requests`` every capacity probe's records are written next to the runs'
+    traces, so a probe cut as overloaded can be looked at afterwards (the H200's were not)."""
+    from engines.serving.request_log import probe_log_path, read_request_log
+
+    engine = VllmEngine()
+    ctx = make_ctx(
+        workload=_workload(8.0, 24),
+        measurement={"capacity": True},
+        capacity={"max_steps": 3, "min_requests": 20, "min_duration_s": 0.5},
+        save_requests=True,
+        **OPTIONS,
+    )
+    m = measure_server(engine, engine.defaults(ctx.model, ctx.hardware), ctx)
+    probes = m.extra["capacity"]["probes"]
+    assert len(probes) == 3
+    for index, probe in enumerate(probes):
+        trace = read_request_log(probe_log_path(ctx.workdir / "requests", 0, index))
+        assert len(trace) >= 20 or probe["stopped"], (index, probe, len(trace))
+        assert all(r.error is None for r in trace)
+    assert not probe_log_path(ctx.workdir / "requests", 0, 3).exists()

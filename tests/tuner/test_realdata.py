@@ -70,19 +70,23 @@ def test_finalists_are_extra_points_of_their_trials_config(real_points):
     assert again[0].measured["ttft_p50_ms"] == pytest.approx(1654.07, abs=0.01)
 
 
-def test_h200_grid_trials_load_and_its_cached_finalists_are_set_aside(caplog):
-    """The H200 replay of the H100 configs: three clean trials; its finalize file names its own
-    study and is set aside (repeats that re-sent prompts hit vLLM's prefix cache)."""
+def test_h200_grid_trials_load_and_only_its_clean_finalists_join_them(caplog):
+    """The H200 replay of the H100 configs: twelve trials (six configs at concurrency 256 then
+    64), plus the session-4 re-measurements of trials 0 and 2 (fresh prompts each run). The
+    session-3 finalize files are set aside: their repeats re-sent prompts and hit vLLM's prefix
+    cache."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with caplog.at_level("INFO", logger="tuner.realdata"):
         points = load_points([str(REAL / "h200" / "h200-llama8b-vllm-grid.db")])
-    assert sorted(p.trial for p in points) == [0, 1, 2] and not any(p.source for p in points)
+    study = sorted((p for p in points if not p.source), key=lambda p: p.trial)
+    assert [p.trial for p in study] == list(range(12))
     assert {p.ctx.hardware.gpu for p in points} == {"H200"}
-    assert [p.ctx.workload.arrival.concurrency for p in sorted(points, key=lambda p: p.trial)] == [
-        256,
-        64,
-        256,
-    ]
+    assert [p.ctx.workload.arrival.concurrency for p in study] == [256, 64] * 6
+    again = {p.trial: p for p in points if p.source}
+    assert set(again) == {0, 2}
+    assert all("session4-finalize" in p.source for p in again.values())
+    for trial, p in again.items():
+        assert p.key == study[trial].key and not p.set_aside
     assert "set aside: runs 2-5 re-sent" in caplog.text
 
 
