@@ -25,7 +25,7 @@ from typing import Any
 
 from tuner.calibrate import METRICS, RealPoint, load_points, predict
 from tuner.fidelity import LOO as FIDELITY_LOO
-from tuner.fidelity import _config_ranking, ape, error_stats, leave_one_out
+from tuner.fidelity import ape, config_ranking, error_stats, leave_one_out
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +182,7 @@ def _scored(points: list[RealPoint], preds: dict[str, dict[str, dict[str, float]
         }
         for tool in preds
     }
-    ranking = {tool: _config_ranking(points, by_point) for tool, by_point in preds.items()}
+    ranking = {tool: config_ranking(points, by_point) for tool, by_point in preds.items()}
     return {"rows": rows, "summary": summary, "ranking": ranking}
 
 
@@ -281,10 +281,12 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"## Another GPU with no data from it: {moved['points']} H200 measurements",
             "",
             "The H100 configs replayed on an H200 (studies/real/h200/); the calibrated profile "
-            "was fitted on H100 runs only.",
+            "was fitted on H100 runs only. Configs are ranked within each load level (Spearman: "
+            "the mean over loads; top-3: at every load).",
             "",
             *_summary_table(moved),
             "",
+            *_ranking_by_load(moved),
         ]
     lines += ["## Per point", ""]
     lines += [
@@ -306,6 +308,22 @@ def to_markdown(result: dict[str, Any]) -> str:
     for point, why in result["aic_failures"].items():
         lines.append(f"- AIConfigurator failed on {point}: {why}")
     return "\n".join(lines) + "\n"
+
+
+def _ranking_by_load(result: dict[str, Any]) -> list[str]:
+    """Spearman per load level, where the points span several (a sweep)."""
+    lines = []
+    for tool, rank in result["ranking"].items():
+        per = rank.get("by_workload")
+        if per:
+            rhos = ", ".join(
+                f"{r['load']}: "
+                + ("n/a" if r["spearman"] is None else f"{r['spearman']:.2f}")
+                + f" ({r['configs']} configs)"
+                for r in per
+            )
+            lines.append(f"- {tool}: Spearman by load, {rhos}")
+    return [*lines, ""] if lines else []
 
 
 def main() -> None:

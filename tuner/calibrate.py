@@ -148,16 +148,18 @@ class Calibration:
 def split_points(
     points: Sequence[RealPoint], holdout: float, seed: int
 ) -> tuple[list[RealPoint], list[RealPoint]]:
-    """Hold out ``holdout`` of the configs (measurements of one config stay together).
+    """Hold out ``holdout`` of the configs (measurements of one config, at every load, stay
+    together).
 
     At least one config is kept for training, so one config gives an empty held-out set.
     """
-    keys = sorted({p.key for p in points})
+    keys = sorted({p.config_key for p in points})
     rng = np.random.default_rng(seed)
     order = [keys[i] for i in rng.permutation(len(keys))]
     n_test = min(int(math.floor(holdout * len(keys) + 0.5)), len(keys) - 1)
     test_keys = set(order[:n_test])
-    return [p for p in points if p.key not in test_keys], [p for p in points if p.key in test_keys]
+    train = [p for p in points if p.config_key not in test_keys]
+    return train, [p for p in points if p.config_key in test_keys]
 
 
 def _residuals(points, files, base, names, z, sigma, x0, prior_weight) -> np.ndarray:

@@ -62,6 +62,12 @@ class RealPoint:
         return json.dumps(ident, sort_keys=True, default=str)
 
     @property
+    def config_key(self) -> str:
+        """Identity of the config alone: a sweep measures one config at several loads, and a
+        held-out config must leave all of them out (its other loads would teach the fit it)."""
+        return json.dumps([self.engine, self.config], sort_keys=True, default=str)
+
+    @property
     def label(self) -> str:
         where = Path(self.storage.removeprefix("sqlite:///")).parent.name
         label = f"{self.study}#{self.trial}" + (f"@{where}" if where else "")

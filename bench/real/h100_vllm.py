@@ -20,7 +20,10 @@ the Optuna DB is copied to DIR after every trial so nothing is lost if the machi
 ``finalize`` re-measures the study's winner next to the baseline on the same machine (trials of
 one study can come from two machines: the device tool lends each for 30 minutes), each run
 ``--repeats`` times on one running server, with its capacity under ``CAPACITY_SLOS`` and NVML
-energy per token (issue 15's proof); it writes DIR/finalists.json.
+energy per token (issue 15's proof); it writes DIR/finalists.json. ``--capacity-steps`` caps the
+probes of the capacity search, and ``--no-crosscheck`` skips the ``vllm bench serve`` run on the
+baseline's server: a first vLLM start (~3 min), five runs and a capacity search fill most of a
+600 s call on their own (session 4: 477 s).
 
 On the device machine, run ``setup`` in every call: ignored folders such as the model
 directory do not survive from one call to the next. ``--state DIR`` (e.g. /root/campaign) keeps

@@ -8,15 +8,16 @@ real benchmark produces, marked ``estimated``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 from engines.base import RunContext, ServingPlan
 from engines.catalog import load_data
 from engines.errors import EngineError
-from engines.memory import GIB, memory_budget
+from engines.memory import GIB, MemoryBudget, memory_budget
 from engines.metrics import Measurement, cost_per_mtok, summarize
 from engines.sim.costs import build_costs, step_time
-from engines.sim.profiles import load_profile, profile_label, strip_sources
+from engines.sim.profiles import EngineProfile, load_profile, profile_label, strip_sources
 from engines.sim.scheduler import SchedulerLimits, SimResult, simulate_schedule
 from engines.workload import measured_window, plan_requests
 
@@ -44,10 +45,23 @@ def joules_per_token(result: SimResult, tdp_watts: float, gpus: int, tokens_per_
     return watts / tokens_per_s if tokens_per_s > 0 else float("inf")
 
 
-def simulate(
+@dataclass(frozen=True)
+class SimRun:
+    """The scheduled run behind a simulated measurement: its per-request records and steps."""
+
+    result: SimResult
+    kv_cache_tokens: int
+    budget: MemoryBudget
+    profile: EngineProfile
+
+
+def simulate_run(
     engine_name: str, plan: ServingPlan, ctx: RunContext, profile: str | None = None
-) -> Measurement:
-    """Predict what ``plan`` measures under ``ctx.workload``; raise EngineError('oom') if no fit."""
+) -> SimRun:
+    """Schedule ``ctx.workload`` on ``plan``; raise EngineError('oom') if no request fits.
+
+    Separate from :func:`simulate` so what reads request records as they finish (the overload
+    monitor's tests) can use the same continuous-batching run a sim trial summarises."""
     costs_profile = load_profile(engine_name, profile)
     gpu = ctx.hardware.gpu_info
     budget = memory_budget(ctx.model, gpu, plan)
@@ -74,6 +88,16 @@ def simulate(
     )
     costs = build_costs(ctx.model, gpu, plan, costs_profile)
     result = simulate_schedule(requests, limits, partial(step_time, costs))
+    return SimRun(result, blocks * plan.block_size, budget, costs_profile)
+
+
+def simulate(
+    engine_name: str, plan: ServingPlan, ctx: RunContext, profile: str | None = None
+) -> Measurement:
+    """Predict what ``plan`` measures under ``ctx.workload``; raise EngineError('oom') if no fit."""
+    run = simulate_run(engine_name, plan, ctx, profile)
+    result, budget, costs_profile = run.result, run.budget, run.profile
+    gpu = ctx.hardware.gpu_info
     out_tokens = sum(r.output_tokens for r in result.records)
     tokens_per_s = out_tokens / result.duration_s if result.duration_s > 0 else 0.0
     return summarize(
@@ -88,7 +112,7 @@ def simulate(
         accuracy_metric=ACCURACY_METRIC,
         accuracy_estimated=True,
         extra={
-            "kv_cache_tokens": blocks * plan.block_size,
+            "kv_cache_tokens": run.kv_cache_tokens,
             "weights_gib": round(budget.weights / GIB, 3),
             "kv_cache_gib": round(max(budget.kv_cache, 0.0) / GIB, 3),
             "peak_running": result.peak_running,

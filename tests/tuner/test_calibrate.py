@@ -111,6 +111,40 @@ def test_split_keeps_one_config_for_training(synthetic_points):
     assert {p.key for p in train}.isdisjoint({p.key for p in test})
 
 
+def test_a_config_measured_at_two_loads_is_held_out_at_both(synthetic_points, monkeypatch):
+    """A sweep measures one config at several loads: holding out one load while training on the
+    other would let the fit learn the held-out config. Each config here is measured at its own
+    load and at concurrency 8; every split and every leave-one-out fit keeps the pair together."""
+    import dataclasses
+
+    import tuner.fidelity
+    from engines.workload import Arrival
+
+    light = []
+    for p in synthetic_points:
+        arrival = Arrival(kind="concurrency", concurrency=8)
+        workload = p.ctx.workload.model_copy(update={"arrival": arrival})
+        ctx = dataclasses.replace(p.ctx, workload=workload)
+        light.append(dataclasses.replace(p, trial=p.trial + 100, ctx=ctx))
+    points = [*synthetic_points, *light]
+    assert len({p.key for p in points}) == 8 and len({p.config_key for p in points}) == 4
+    for seed in range(5):
+        train, test = split_points(points, 0.5, seed)
+        assert {p.config_key for p in train}.isdisjoint({p.config_key for p in test})
+        assert len(test) == 4
+    trained_on = []
+    real_fit = tuner.fidelity.fit_constants
+
+    def fit(rest, *args, **kwargs):
+        trained_on.append({p.config_key for p in rest})
+        return real_fit(rest, *args, **kwargs)
+
+    monkeypatch.setattr(tuner.fidelity, "fit_constants", fit)
+    predicted = tuner.fidelity.leave_one_out(points[:2] + light[:2])
+    assert len(predicted) == 4 and len(trained_on) == 2  # one fit per config, both loads out
+    assert all(len(keys) == 1 for keys in trained_on)
+
+
 def test_written_profile_loads_by_path_and_records_its_data(synthetic_points, tmp_path):
     cal = calibrate(
         synthetic_points,

@@ -43,3 +43,33 @@ def test_ranking_flags_too_few_configs():
     many = ranking([1, 2, 3, 4, 5], [1, 2, 3, 5, 4])
     assert many["spearman"] == pytest.approx(0.9) and many["best_in_top3"] is True
     assert "note" not in many
+
+
+def test_configs_are_ranked_within_each_load_not_across_loads():
+    """A sweep measures each config at two loads. A predictor that orders the configs right at
+    each load is a perfect ranker even if it gets the load's effect backwards (here it predicts
+    the light load faster): ranking across loads would punish it for the wrong thing."""
+    from types import SimpleNamespace
+
+    from tuner.fidelity import config_ranking
+
+    points, preds = [], {}
+    for load, scale, predicted_scale in ((256, 2.0, 1.0), (64, 1.0, 3.0)):
+        for i, tok_s in enumerate((100.0, 200.0, 300.0, 400.0, 500.0)):
+            label = f"c{i}@{load}"
+            workload = SimpleNamespace(input_tokens=1024, output_tokens=256, arrival=load)
+            points.append(
+                SimpleNamespace(
+                    label=label,
+                    key=label,
+                    measured={"output_tokens_per_s": tok_s * scale},
+                    ctx=SimpleNamespace(workload=workload),
+                )
+            )
+            preds[label] = {"output_tokens_per_s": tok_s * predicted_scale}
+    ranked = config_ranking(points, preds)
+    assert ranked["spearman"] == pytest.approx(1.0) and ranked["best_in_top3"] is True
+    assert [(r["load"], r["configs"]) for r in ranked["by_workload"]] == [("256", 5), ("64", 5)]
+    # one load alone: its own ranking, no wrapper
+    alone = config_ranking(points[:5], preds)
+    assert alone["spearman"] == pytest.approx(1.0) and "by_workload" not in alone
