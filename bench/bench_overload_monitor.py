@@ -51,16 +51,7 @@ def _run(config: dict[str, Any], rate: float, seed: int) -> list[RequestRecord]:
         warmup_requests=0,
         arrival={"kind": "poisson", "rate": rate},
     )
-    ctx = RunContext(
-        model=model,
-        hardware=hardware,
-        workload=workload,
-        workdir=Path("unused"),
-        trial_number=0,
-        timeout_s=600.0,
-        options={},
-        seed=seed,
-    )
+    ctx = RunContext(model=model, hardware=hardware, workload=workload, seed=seed)
     plan = engine.plan({**engine.defaults(model, hardware), **config}, ctx)
     return sorted(simulate_run("vllm", plan, ctx, PROFILE).result.records, key=lambda r: r.end_s)
 

@@ -190,8 +190,6 @@ def test_probe_timing_scales_with_latency_above_its_floors() -> None:
 def _sim_h200_records(rate: float) -> list[RequestRecord]:
     """vLLM's defaults on an H200 under Poisson arrivals, 1024 in / 256 out, as the sim schedules
     them with the profile calibrated on the H100 runs, in the order they finish."""
-    from pathlib import Path
-
     from engines.base import RunContext
     from engines.sim.simulate import simulate_run
     from engines.specs import HardwareSpec, ModelSpec
@@ -208,15 +206,7 @@ def _sim_h200_records(rate: float) -> list[RequestRecord]:
             "arrival": {"kind": "poisson", "rate": rate},
         }
     )
-    ctx = RunContext(
-        model=model,
-        hardware=hardware,
-        workload=workload,
-        workdir=Path("unused"),
-        trial_number=0,
-        timeout_s=60.0,
-        options={},
-    )
+    ctx = RunContext(model=model, hardware=hardware, workload=workload)
     plan = engine.plan(engine.defaults(model, hardware), ctx)
     run = simulate_run("vllm", plan, ctx, profile="h100-llama8b-vllm")
     return sorted(run.result.records, key=lambda r: r.end_s)
