@@ -23,7 +23,7 @@ from typing import Any
 
 from engines import HardwareSpec, ModelSpec, RunContext, WorkloadSpec
 from engines.metrics import RequestRecord, RequestSLO, summarize
-from engines.serving.capacity import OverloadMonitor
+from engines.serving.overload import OverloadMonitor
 from engines.sim.simulate import simulate_run
 from engines.vllm import VllmEngine
 

@@ -21,7 +21,7 @@ probe's per-request timings under ``ctx.workdir/requests``, see :mod:`.request_l
 (:mod:`.power`) and priced per million output tokens.
 
 With ``stop_overloaded`` an open-loop run is watched by
-:class:`engines.serving.capacity.OverloadMonitor` through the load generator's streaming hook:
+:class:`engines.serving.overload.OverloadMonitor` through the load generator's streaming hook:
 once the queue grows without bound or TTFT keeps rising past its SLO, the run ends there (no
 further repeats, capacity search or accuracy suite) and the measurement of what finished carries
 the symptom in ``extra['stopped']``, which the study records as a PRUNED trial. A closed loop is
@@ -43,9 +43,9 @@ from pathlib import Path
 from engines.base import Config, Engine, RunContext
 from engines.errors import EngineError
 from engines.metrics import Measurement, RequestRecord, cost_per_mtok, summarize
-from engines.serving.capacity import OverloadMonitor
 from engines.serving.lifecycle import HOST, ServerProcess, classify_failure, free_port
 from engines.serving.loadgen import LoadRequest, LoadResult, run_load
+from engines.serving.overload import OverloadMonitor
 from engines.serving.pool import ServerPool, restart_key
 from engines.serving.power import PowerReading, PowerSampler, visible_gpus
 from engines.serving.prompts import PromptMaker

@@ -19,7 +19,7 @@ loop and a share of the concurrency, started together after every warmup has end
 
 Streaming hook: ``on_record`` sees each measured record the moment it finishes (worker processes
 send theirs over their stdout pipe as they go), so a monitor such as
-:class:`engines.serving.capacity.OverloadMonitor` can end a run that is already lost. When it
+:class:`engines.serving.overload.OverloadMonitor` can end a run that is already lost. When it
 returns a reason the run issues nothing more, drops its requests in flight (they are neither
 recorded nor delivered) and returns the records it has, with ``stopped`` set to that reason. The
 hook runs in the generator's event loop: it must be cheap (a few µs), or timing suffers.

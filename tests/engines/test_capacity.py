@@ -10,12 +10,12 @@ import pytest
 from engines.metrics import RequestRecord
 from engines.serving.capacity import (
     CapacityLimits,
-    OverloadMonitor,
     Probe,
     measure_capacity,
     search_capacity,
 )
 from engines.serving.loadgen import LoadRequest
+from engines.serving.overload import OverloadMonitor
 
 
 def test_search_brackets_then_bisects_to_the_tolerance() -> None:

@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from engines.serving.capacity import OverloadMonitor
 from engines.serving.loadgen import LoadRequest, run_load
+from engines.serving.overload import OverloadMonitor
 
 # 2 slots, 20 ms to the first token then 3 more 20 ms apart: 80 ms a request, so the stand-in
 # serves at most 25 requests/s.
