@@ -23,6 +23,7 @@ from typing import Any
 
 from engines import HardwareSpec, ModelSpec, RunContext, WorkloadSpec
 from engines.metrics import RequestRecord, RequestSLO, summarize
+from engines.serving.capacity import Probe, search_capacity
 from engines.serving.overload import OverloadMonitor
 from engines.sim.simulate import simulate_run
 from engines.vllm import VllmEngine
@@ -62,14 +63,15 @@ def _meets_slo(records: list[RequestRecord]) -> bool:
 
 
 def _capacity(config: dict[str, Any], seed: int) -> float:
-    """The highest rate (to 1%) whose full run meets the SLOs, by bisection on the sim."""
-    low, high = 1.0, 2.0
-    while _meets_slo(_run(config, high, seed)):
-        low, high = high, high * 2
-    while high - low > 0.01 * high:
-        mid = (low + high) / 2
-        low, high = (mid, high) if _meets_slo(_run(config, mid, seed)) else (low, mid)
-    return low
+    """The highest rate (to 1%) whose full run meets the SLOs: the real search's bracketing and
+    bisection, with the sim's whole run as each probe."""
+    found = search_capacity(
+        lambda rate: Probe(rate, _meets_slo(_run(config, rate, seed)), 0.0),
+        start_rps=2.0,
+        max_steps=40,
+        rel_tol=0.01,
+    )
+    return found.capacity_rps
 
 
 def _stop_at(records: list[RequestRecord], wait_share: float) -> int | None:

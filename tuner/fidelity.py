@@ -27,6 +27,7 @@ from plotly.subplots import make_subplots
 
 from engines import engine_class
 from engines.sim.profiles import load_profile
+from engines.workload import Arrival
 from tuner.calibrate import (
     METRICS,
     Calibration,
@@ -215,11 +216,10 @@ def config_ranking(
         pred = [float(np.mean([a for a, _ in v])) for v in by_key.values()]
         meas = [float(np.mean([b for _, b in v])) for v in by_key.values()]
         per.append(ranking(pred, meas))
-    labels = {_workload_key(p): _load_label(p.ctx.workload.arrival) for p in points}
-    if len(per) > 1:
-        per = [{"load": labels[key], **r} for key, r in zip(groups, per, strict=True)]
     if len(per) == 1:
         return per[0]
+    loads = {_workload_key(p): _load_label(p.ctx.workload.arrival) for p in points}
+    per = [{"load": loads[key], **r} for key, r in zip(groups, per, strict=True)]
     rhos = [r["spearman"] for r in per if r["spearman"] is not None]
     tops = [r["best_in_top3"] for r in per]
     return {
@@ -231,11 +231,10 @@ def config_ranking(
     }
 
 
-def _load_label(arrival: Any) -> str:
-    kind = getattr(arrival, "kind", None)
-    if kind == "concurrency":
+def _load_label(arrival: Arrival) -> str:
+    if arrival.kind == "concurrency":
         return f"concurrency {arrival.concurrency}"
-    return f"{kind} {arrival.rate}/s" if kind else str(arrival)
+    return f"{arrival.kind} {arrival.rate:g}/s"
 
 
 def _workload_key(point: RealPoint) -> str:

@@ -49,7 +49,7 @@ from engines.serving.overload import OverloadMonitor
 from engines.serving.pool import ServerPool, restart_key
 from engines.serving.power import PowerReading, PowerSampler, visible_gpus
 from engines.serving.prompts import PromptMaker
-from engines.serving.request_log import probe_log_path, request_log_path, write_request_log
+from engines.serving.request_log import request_log_path, write_request_log
 from engines.serving.request_source import RequestSource, request_source
 from engines.uncertainty import MeasureSettings, combine_runs
 
@@ -71,6 +71,7 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
     plan, label = source.plan, source.maker.label  # label: how prompt lengths were made
     chat = ctx.options.get("endpoint", "completions") == "chat"
     settings = MeasureSettings.from_options(ctx.options)
+    save_run = _trace_writer(ctx, "run")
     load = {
         "chat": chat,
         "request_timeout_s": float(ctx.options.get("request_timeout_s", min(ctx.timeout_s, 600))),
@@ -93,9 +94,8 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
         measured = _summarize(engine, config, ctx, result, server, reused, label, chat)
         runs.append(_with_energy_and_cost(measured, power.reading, ctx, gpus))  # type: ignore[arg-type]
         records.append(result.records)
-        if ctx.options.get("save_requests"):
-            path = request_log_path(ctx.workdir / "requests", ctx.trial_number, index)
-            write_request_log(path, result.records)
+        if save_run is not None:
+            save_run(index, result.records)
         if result.stopped:
             break
     combined = combine_runs(runs, records, settings.level, seed=ctx.seed)
@@ -320,7 +320,7 @@ def _with_capacity(
         rel_tol=float(options.get("rel_tol", 0.1)),
         seed=ctx.seed,
         slo=ctx.slo,
-        keep_records=_probe_saver(ctx),
+        keep_records=_trace_writer(ctx, "probe"),
         **load,
     )
     return dataclasses.replace(
@@ -333,17 +333,19 @@ def _with_capacity(
     )
 
 
-def _probe_saver(ctx: RunContext) -> Callable[[int, Sequence[RequestRecord]], None] | None:
-    """With ``save_requests``, each capacity probe's trace goes next to the runs' traces."""
+def _trace_writer(
+    ctx: RunContext, kind: str
+) -> Callable[[int, Sequence[RequestRecord]], None] | None:
+    """With ``save_requests``: writes the records of run (or capacity probe) ``index`` to
+    ``ctx.workdir/requests`` (:func:`.request_log.request_log_path`)."""
     if not ctx.options.get("save_requests"):
         return None
+    folder = ctx.workdir / "requests"
 
-    def save(index: int, records: Sequence[RequestRecord]) -> None:
-        write_request_log(
-            probe_log_path(ctx.workdir / "requests", ctx.trial_number, index), records
-        )
+    def write(index: int, records: Sequence[RequestRecord]) -> None:
+        write_request_log(request_log_path(folder, ctx.trial_number, index, kind), records)
 
-    return save
+    return write
 
 
 def _gpu_count(engine: Engine, config: Config, ctx: RunContext) -> int:

@@ -20,6 +20,7 @@ stops answering, so nothing finishes): a probe cut by it counts as overloaded to
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -208,7 +209,7 @@ def measure_capacity(
     from cache: see :mod:`engines.serving.request_source`). ``keep_records(index, records)``, when
     given, receives each probe's request records (a probe cut as overloaded can then be looked at
     afterwards). ``load_options`` go to :func:`engines.serving.loadgen.run_load`."""
-    probed = 0
+    probe_index = itertools.count()
 
     def probe(rate: float) -> Probe:
         count = max(min_requests, math.ceil(rate * min_duration_s))
@@ -217,13 +218,11 @@ def measure_capacity(
         else:
             batch = [requests[i % len(requests)] for i in range(count)]
         offsets = arrival_offsets(count, rate, arrival, seed)
-        nonlocal probed
         measurement, records = _run_rate(
             base_url, model, batch, offsets, grace_s, slo, limits, load_options
         )
         if keep_records is not None:
-            keep_records(probed, records)
-        probed += 1
+            keep_records(next(probe_index), records)
         result = probe_from(measurement, rate, limits)
         log.info(
             "capacity probe %.3g req/s: %s%s",
@@ -265,8 +264,8 @@ def _run_rate(
     except (TimeoutError, asyncio.TimeoutError):
         cut = {"stopped": f"deadline: over {deadline:.1f} s"}
         return summarize([], deadline, slo, extra=cut), []
-    records = list(result.records)
-    return summarize(records, result.duration_s, slo, extra={"stopped": result.stopped}), records
+    measured = summarize(result.records, result.duration_s, slo, extra={"stopped": result.stopped})
+    return measured, result.records
 
 
 def estimate_capacity(

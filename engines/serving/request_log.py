@@ -57,13 +57,8 @@ def _record(row: dict) -> RequestRecord:
     )
 
 
-def request_log_path(folder: Path, trial: int | None, run: int) -> Path:
-    """Where run ``run`` of trial ``trial`` keeps its trace under ``folder``."""
+def request_log_path(folder: Path, trial: int | None, index: int, kind: str = "run") -> Path:
+    """Where run ``index`` of trial ``trial`` keeps its trace under ``folder``; ``kind="probe"``
+    for its capacity probes (numbered in the order probed)."""
     name = "trial" if trial is None else f"trial-{trial}"
-    return folder / f"{name}-run-{run}.jsonl.gz"
-
-
-def probe_log_path(folder: Path, trial: int | None, probe: int) -> Path:
-    """Where capacity probe ``probe`` (in the order probed) of trial ``trial`` keeps its trace."""
-    name = "trial" if trial is None else f"trial-{trial}"
-    return folder / f"{name}-probe-{probe}.jsonl.gz"
+    return folder / f"{name}-{kind}-{index}.jsonl.gz"

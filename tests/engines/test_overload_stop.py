@@ -104,7 +104,7 @@ def test_capacity_probes_last_several_request_latencies(make_ctx):
 def test_capacity_probes_keep_their_traces_when_asked(make_ctx):
     """With ``save_requests`` every capacity probe's records are written next to the runs'
     traces, so a probe cut as overloaded can be looked at afterwards (the H200's were not)."""
-    from engines.serving.request_log import probe_log_path, read_request_log
+    from engines.serving.request_log import read_request_log, request_log_path
 
     engine = VllmEngine()
     ctx = make_ctx(
@@ -118,7 +118,7 @@ def test_capacity_probes_keep_their_traces_when_asked(make_ctx):
     probes = m.extra["capacity"]["probes"]
     assert len(probes) == 3
     for index, probe in enumerate(probes):
-        trace = read_request_log(probe_log_path(ctx.workdir / "requests", 0, index))
+        trace = read_request_log(request_log_path(ctx.workdir / "requests", 0, index, "probe"))
         assert len(trace) >= 20 or probe["stopped"], (index, probe, len(trace))
         assert all(r.error is None for r in trace)
-    assert not probe_log_path(ctx.workdir / "requests", 0, 3).exists()
+    assert not request_log_path(ctx.workdir / "requests", 0, 3, "probe").exists()

@@ -51,13 +51,15 @@ def test_configs_are_ranked_within_each_load_not_across_loads():
     the light load faster): ranking across loads would punish it for the wrong thing."""
     from types import SimpleNamespace
 
+    from engines.workload import Arrival
     from tuner.fidelity import config_ranking
 
     points, preds = [], {}
     for load, scale, predicted_scale in ((256, 2.0, 1.0), (64, 1.0, 3.0)):
+        arrival = Arrival(kind="concurrency", concurrency=load)
         for i, tok_s in enumerate((100.0, 200.0, 300.0, 400.0, 500.0)):
             label = f"c{i}@{load}"
-            workload = SimpleNamespace(input_tokens=1024, output_tokens=256, arrival=load)
+            workload = SimpleNamespace(input_tokens=1024, output_tokens=256, arrival=arrival)
             points.append(
                 SimpleNamespace(
                     label=label,
@@ -69,7 +71,10 @@ def test_configs_are_ranked_within_each_load_not_across_loads():
             preds[label] = {"output_tokens_per_s": tok_s * predicted_scale}
     ranked = config_ranking(points, preds)
     assert ranked["spearman"] == pytest.approx(1.0) and ranked["best_in_top3"] is True
-    assert [(r["load"], r["configs"]) for r in ranked["by_workload"]] == [("256", 5), ("64", 5)]
+    assert [(r["load"], r["configs"]) for r in ranked["by_workload"]] == [
+        ("concurrency 256", 5),
+        ("concurrency 64", 5),
+    ]
     # one load alone: its own ranking, no wrapper
     alone = config_ranking(points[:5], preds)
     assert alone["spearman"] == pytest.approx(1.0) and "by_workload" not in alone
