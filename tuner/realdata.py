@@ -71,7 +71,10 @@ class RealPoint:
     def label(self) -> str:
         where = Path(self.storage.removeprefix("sqlite:///")).parent.name
         label = f"{self.study}#{self.trial}" + (f"@{where}" if where else "")
-        return label + (f"/{Path(self.source).stem}" if self.source else "")
+        if not self.source:
+            return label
+        source = Path(self.source)  # its folder too: sessions re-measure the same trials
+        return f"{label}/{source.parent.name}/{source.stem}"
 
 
 # ------------------------------------------------------------------------------ side files

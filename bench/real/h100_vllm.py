@@ -239,7 +239,12 @@ def enqueue(source: Path, trials: list[int]) -> None:
 
 
 def finalize(
-    out: Path, repeats: int, only: str = "both", crosscheck_tools: bool = True, steps: int = 4
+    out: Path,
+    repeats: int,
+    only: str = "both",
+    crosscheck_tools: bool = True,
+    steps: int = 4,
+    tolerance: float = 0.2,
 ) -> None:
     """Winner and baseline re-measured in one call: spread over runs, capacity, joules/token."""
     from tuner.results import trial_records
@@ -255,7 +260,7 @@ def finalize(
             ),
             "options": {
                 **spec.options,
-                "capacity": {"max_steps": steps, "rel_tol": 0.2, "min_duration_s": 8.0},
+                "capacity": {"max_steps": steps, "rel_tol": tolerance, "min_duration_s": 8.0},
                 # its own folder: the study's trial logs and request traces stay as they were
                 "workdir": f"{spec.options.get('workdir', 'studies/runs/' + spec.name)}/finalize",
             },
@@ -336,6 +341,12 @@ def main() -> None:
         "--no-crosscheck", action="store_true", help="finalize: no vllm bench serve afterwards"
     )
     parser.add_argument("--capacity-steps", type=int, default=4, help="finalize: probes at most")
+    parser.add_argument(
+        "--capacity-tol",
+        type=float,
+        default=0.2,
+        help="finalize: the capacity bracket's width, as a share of its top, where probing stops",
+    )
     args = parser.parse_args()
     SPEC = args.spec
     if args.state is not None:
@@ -358,7 +369,14 @@ def main() -> None:
         except SpecError as error:
             parser.error(str(error))
     else:
-        finalize(args.out, args.repeats, args.only, not args.no_crosscheck, args.capacity_steps)
+        finalize(
+            args.out,
+            args.repeats,
+            args.only,
+            not args.no_crosscheck,
+            args.capacity_steps,
+            args.capacity_tol,
+        )
 
 
 if __name__ == "__main__":

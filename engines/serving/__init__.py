@@ -34,7 +34,6 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -298,14 +297,10 @@ def _with_capacity(
     load: dict,
 ) -> Measurement:
     """Search the highest request rate within the SLOs on the same running server."""
-    from engines.serving.capacity import CapacityLimits, measure_capacity, probe_timing
+    from engines.serving.capacity import CapacityLimits, measure_capacity, timing_for
 
     options = ctx.options.get("capacity") or {}
-    timing = probe_timing(
-        measured.e2e_ms.p50 / 1e3 if math.isfinite(measured.e2e_ms.p50) else None,
-        float(options.get("min_duration_s", 10.0)),
-        float(options.get("settle_latencies", 3.0)),
-    )
+    timing = timing_for(measured.e2e_ms.p50, options)
     result = measure_capacity(
         server.base_url,
         model_id,

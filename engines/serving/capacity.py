@@ -184,6 +184,17 @@ def probe_timing(
     return ProbeTiming(max(min_duration_s, settle * latency), max(5.0, 2.0 * latency))
 
 
+def timing_for(e2e_p50_ms: float, options: Mapping[str, Any]) -> ProbeTiming:
+    """:func:`probe_timing` for a trial measured at ``e2e_p50_ms`` (NaN: nothing finished), from
+    the spec's ``options.capacity`` (``min_duration_s``, ``settle_latencies``): one reading for
+    the real search and the simulator's, so their probes last alike."""
+    return probe_timing(
+        e2e_p50_ms / 1e3 if math.isfinite(e2e_p50_ms) else None,
+        float(options.get("min_duration_s", 10.0)),
+        float(options.get("settle_latencies", 3.0)),
+    )
+
+
 def measure_capacity(
     base_url: str,
     model: str,
@@ -272,20 +283,28 @@ def estimate_capacity(
     measure_at: Callable[[Any], Measurement],
     ctx: Any,
     start_rps: float,
-    max_requests: int = 300,
+    probe_s: float,
+    min_requests: int = 50,
+    max_requests: int = 20_000,
     max_steps: int = 8,
     rel_tol: float = 0.1,
 ) -> CapacityResult:
     """Capacity from a model (the simulator): ``measure_at(ctx')`` where ``ctx'`` is ``ctx`` with
-    Poisson arrivals at the probed rate (at most ``max_requests`` requests, no warmup)."""
+    Poisson arrivals at the probed rate for ``probe_s`` seconds (no warmup).
+
+    Each probe lasts as long as the real search's (:func:`probe_timing`): a fixed request count
+    (300 until session 5) made fast probes shorter than one request latency, which measures a
+    burst rather than a steady state. The sim then read 46-58 req/s for vLLM's defaults on an
+    H200 whose real capacity under the same SLOs was 25.4 (studies/real/h200/session5-finalize).
+    ``min_requests`` and ``max_requests`` bound the count (the latter only to bound time)."""
     import dataclasses
 
     from engines.workload import Arrival
 
     limits = CapacityLimits.from_slo(ctx.slo)
-    count = min(ctx.workload.num_requests, max_requests)
 
     def probe(rate: float) -> Probe:
+        count = min(max(min_requests, math.ceil(rate * probe_s)), max_requests)
         workload = ctx.workload.model_copy(
             update={
                 "arrival": Arrival(kind="poisson", rate=rate),

@@ -38,12 +38,17 @@ class SimulatedEngine(Engine):
         plan = self.plan(config, ctx)
         measured = simulate(self.target.name, plan, ctx, profile=self.profile)
         if MeasureSettings.from_options(ctx.options).capacity:
-            from engines.serving.capacity import estimate_capacity
+            from engines.serving.capacity import estimate_capacity, timing_for
 
+            options = ctx.options.get("capacity") or {}  # the same options as a real search
+            timing = timing_for(measured.e2e_ms.p50, options)
             found = estimate_capacity(
                 lambda c: simulate(self.target.name, plan, c, profile=self.profile),
                 ctx,
                 start_rps=max(measured.requests_per_s, 0.1),
+                probe_s=timing.min_duration_s,
+                max_steps=int(options.get("max_steps", 8)),
+                rel_tol=float(options.get("rel_tol", 0.1)),
             )
             extra = {**measured.extra, "capacity": found.to_dict()}
             measured = replace(measured, capacity_rps=found.capacity_rps, extra=extra)

@@ -231,3 +231,71 @@ def test_monitor_on_the_simulated_h200_quiet_within_the_slo_and_names_real_overl
     watch = OverloadMonitor(ttft_limit_ms=2000.0)
     stopped_at = next(i for i, r in enumerate(overloaded) if watch.feed(r))
     assert stopped_at < len(overloaded) // 2, (stopped_at, len(overloaded))
+
+
+def test_sim_capacity_probes_last_as_long_as_the_real_searchs() -> None:
+    """Each simulated probe sends ``rate x probe_s`` requests (within its bounds), as a real
+    probe sends for ``probe_s`` seconds; a fixed count made fast probes shorter than one request."""
+    from engines.base import RunContext
+    from engines.metrics import RequestSLO, summarize
+    from engines.serving.capacity import estimate_capacity
+    from engines.specs import HardwareSpec, ModelSpec
+    from engines.workload import WorkloadSpec
+
+    ctx = RunContext(
+        model=ModelSpec(name="Llama-3.1-8B"),
+        hardware=HardwareSpec(gpu="H200"),
+        workload=WorkloadSpec(input_tokens=64, output_tokens=8, num_requests=100),
+        slo=RequestSLO(ttft_ms=1000.0),
+    )
+    seen: list[tuple[float, int]] = []
+
+    def measure_at(probe_ctx: RunContext):
+        rate, count = probe_ctx.workload.arrival.rate, probe_ctx.workload.num_requests
+        seen.append((rate, count))
+        ok = rate <= 40.0
+        record = RequestRecord(0.0, 0.5 if ok else 5.0, 6.0, 64, 8)
+        return summarize([record] * count, 6.0, RequestSLO())
+
+    found = estimate_capacity(measure_at, ctx, start_rps=10.0, probe_s=30.0, max_requests=2000)
+    assert 40.0 * 0.9 <= found.capacity_rps <= 40.0
+    assert all(count == min(max(50, math.ceil(rate * 30.0)), 2000) for rate, count in seen)
+    assert any(count == 2000 for _, count in seen) and any(count > 300 for _, count in seen)
+
+
+def test_sim_capacity_of_the_h200_finalists_is_near_the_measured() -> None:
+    """The sim (profile fitted on the H100 only) against the capacities measured on an H200 in
+    session 5 under the same SLOs: vLLM's defaults 25.4 req/s, the grid's best fp8 config 35.4.
+    Before probes lasted as long as the real search's, the sim read 46-58 for the defaults."""
+    import json
+    from pathlib import Path
+
+    from engines import get_engine
+    from engines.base import RunContext
+    from engines.metrics import RequestSLO
+    from engines.specs import HardwareSpec, ModelSpec
+    from engines.workload import WorkloadSpec
+
+    folder = Path(__file__).resolve().parents[2] / "studies/real/h200/session5-finalize"
+    engine = get_engine("vllm", runner="sim", profile="h100-llama8b-vllm")
+    ctx = RunContext(
+        model=ModelSpec(name="Llama-3.1-8B"),
+        hardware=HardwareSpec(gpu="H200"),
+        workload=WorkloadSpec.model_validate(
+            {
+                "input_tokens": 1024,
+                "output_tokens": 256,
+                "num_requests": 800,
+                "arrival": {"kind": "concurrency", "concurrency": 256},
+            }
+        ),
+        slo=RequestSLO(ttft_ms=2000.0, tpot_ms=60.0),
+        options={"measurement": {"capacity": True}},
+    )
+    estimated = {}
+    for name in ("baseline", "winner"):
+        entry = json.loads((folder / f"finalists-{name}.json").read_text())["configs"][0]
+        measured = entry["measurement"]["capacity_rps"]
+        estimated[name] = engine.run(entry["config"], ctx).capacity_rps
+        assert 0.85 * measured <= estimated[name] <= 1.25 * measured, (name, estimated, measured)
+    assert estimated["winner"] > estimated["baseline"]

@@ -72,9 +72,9 @@ def test_finalists_are_extra_points_of_their_trials_config(real_points):
 
 def test_h200_grid_trials_load_and_only_its_clean_finalists_join_them(caplog):
     """The H200 replay of the H100 configs: twelve trials (six configs at concurrency 256 then
-    64), plus the session-4 re-measurements of trials 0 and 2 (fresh prompts each run). The
-    session-3 finalize files are set aside: their repeats re-sent prompts and hit vLLM's prefix
-    cache."""
+    64), plus the clean re-measurements (fresh prompts each run): session 4's of trials 0 and 2,
+    session 5's of trials 0 and 8 (8 twice, on two servers). The session-3 finalize files are set
+    aside: their repeats re-sent prompts and hit vLLM's prefix cache."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with caplog.at_level("INFO", logger="tuner.realdata"):
         points = load_points([str(REAL / "h200" / "h200-llama8b-vllm-grid.db")])
@@ -82,11 +82,18 @@ def test_h200_grid_trials_load_and_only_its_clean_finalists_join_them(caplog):
     assert [p.trial for p in study] == list(range(12))
     assert {p.ctx.hardware.gpu for p in points} == {"H200"}
     assert [p.ctx.workload.arrival.concurrency for p in study] == [256, 64] * 6
-    again = {p.trial: p for p in points if p.source}
-    assert set(again) == {0, 2}
-    assert all("session4-finalize" in p.source for p in again.values())
-    for trial, p in again.items():
-        assert p.key == study[trial].key and not p.set_aside
+    again = sorted(
+        (Path(p.source).parent.name, Path(p.source).name, p.trial) for p in points if p.source
+    )
+    assert again == [
+        ("session4-finalize", "finalists-baseline.json", 0),
+        ("session4-finalize", "finalists-winner.json", 2),
+        ("session5-finalize", "finalists-baseline.json", 0),
+        ("session5-finalize", "finalists-winner-run2.json", 8),
+        ("session5-finalize", "finalists-winner.json", 8),
+    ]
+    for p in (p for p in points if p.source):
+        assert p.key == study[p.trial].key and not p.set_aside
     assert "set aside: runs 2-5 re-sent" in caplog.text
 
 
