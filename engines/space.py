@@ -67,17 +67,21 @@ def space_defaults(space: list[Param]) -> dict[str, Any]:
     """
     chosen: dict[str, Any] = {}
     for param in space:
-        if not param.applies(chosen):
-            continue
-        value = param.default
-        if param.kind == "categorical":
-            if value in param.choices:
-                chosen[param.name] = value
-            elif len(param.choices) == 1:
-                chosen[param.name] = param.choices[0]
-        elif value is not None and param.low <= value <= param.high:  # type: ignore[operator]
-            chosen[param.name] = value
+        if param.applies(chosen):
+            chosen.update(_default_of(param))
     return chosen
+
+
+def _default_of(param: Param) -> dict[str, Any]:
+    """``{name: default}`` when the space still allows the default (or pins one value), else {}."""
+    value = param.default
+    if param.kind == "categorical":
+        if value in param.choices:
+            return {param.name: value}
+        return {param.name: param.choices[0]} if len(param.choices) == 1 else {}
+    if value is not None and param.low <= value <= param.high:  # type: ignore[operator]
+        return {param.name: value}
+    return {}
 
 
 def pinned_overrides(space: list[Param], keep: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,3 +90,52 @@ def pinned_overrides(space: list[Param], keep: Mapping[str, Any]) -> dict[str, A
     out: dict[str, Any] = {p.name: {"value": p.default} for p in space if p.name not in keep}
     out.update(keep)
     return out
+
+
+def named_config(space: list[Param], named: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The config a user names (e.g. the one in production today, as a study's baseline): the
+    ``named`` options, the rest as :func:`space_defaults` picks them. Every named option must be
+    one the searched space offers, with a value it allows, and active under the others (an
+    Optuna trial can only be enqueued inside its distributions); ``where`` prefixes errors."""
+    names = {p.name for p in space}
+    unknown = sorted(set(named) - names)
+    if unknown:
+        raise SpecError(
+            f"{where}.{unknown[0]}: not an option of this engine; options: {', '.join(names)}"
+        )
+    chosen: dict[str, Any] = {}
+    used: set[str] = set()
+    for param in space:
+        if not param.applies(chosen):
+            continue
+        if param.name in named:
+            value = named[param.name]
+            if not _allows(param, value):
+                raise SpecError(
+                    f"{where}.{param.name}: {value!r} is outside the searched space "
+                    f"({_describe(param)}); widen the option under engines: to include it"
+                )
+            chosen[param.name] = value
+            used.add(param.name)
+        else:
+            chosen.update(_default_of(param))
+    inactive = sorted(set(named) - used)
+    if inactive:
+        raise SpecError(f"{where}.{inactive[0]}: does not apply with the other options named")
+    return chosen
+
+
+def _allows(param: Param, value: Any) -> bool:
+    if param.kind == "categorical":
+        return value in param.choices
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if param.kind == "int" and int(value) != value:
+        return False
+    return param.low <= value <= param.high  # type: ignore[operator]
+
+
+def _describe(param: Param) -> str:
+    if param.kind == "categorical":
+        return "choices " + ", ".join(repr(c) for c in param.choices)
+    return f"{param.kind} from {param.low:g} to {param.high:g}"

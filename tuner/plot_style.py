@@ -78,10 +78,30 @@ def hover_text(record: TrialRecord, metrics: Sequence[str] = ()) -> str:
     if record.estimated:
         head += " · estimated"
     shown = list(dict.fromkeys([*metrics, *KEY_METRICS]))
-    lines = [head] + [f"{label(m)}: {fmt(record.metrics[m])}" for m in shown if m in record.metrics]
+    if record.baseline:
+        head += " · baseline"
+    lines = [head] + [
+        f"{label(m)}: {fmt(record.metrics[m])}{_interval_text(record, m)}"
+        for m in shown
+        if m in record.metrics
+    ]
     lines.append("<i>config</i>")
     lines += [f"{k} = {fmt(v)}" for k, v in sorted(record.config.items())]
     return "<br>".join(lines)
+
+
+def interval(record: TrialRecord, metric: str) -> tuple[float, float] | None:
+    """The confidence interval stored with ``metric`` (``<metric>_ci_low/high``: repeated real
+    runs, engines.uncertainty), or None: sim trials and single runs carry none."""
+    low, high = record.metrics.get(f"{metric}_ci_low"), record.metrics.get(f"{metric}_ci_high")
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return float(low), float(high)
+
+
+def _interval_text(record: TrialRecord, metric: str) -> str:
+    found = interval(record, metric)
+    return f" [{fmt(found[0])}, {fmt(found[1])}]" if found else ""
 
 
 def group_of(record: TrialRecord, by: GroupBy) -> str:

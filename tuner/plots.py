@@ -10,6 +10,7 @@ screenshot of a sim study can never pass for a measurement.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,14 @@ from tuner.plot_style import (  # noqa: F401  (re-exported: the figures' shared 
     group_of,
     grouped,
     hover_text,
+    interval,
     is_estimated,
     label,
     metric_value,
     titled,
 )
 from tuner.request_plots import plot_request_timeline  # noqa: F401  (re-exported)
-from tuner.results import FrontResult, pareto_front
+from tuner.results import FrontResult, TrialRecord, pareto_front
 from tuner.search_plots import (  # noqa: F401  (re-exported: one import for every figure)
     param_importances,
     plot_convergence,
@@ -89,9 +91,13 @@ def plot_pareto(
     color: GroupBy | None = None,
     slos: Mapping[str, float] | None = None,
     title: str | None = None,
+    error_bars: bool = True,
 ) -> go.Figure:
     """2-D Pareto plot: infeasible and dominated trials grey, the feasible front as a line, the
-    winner as a red star. ``color`` splits front points by engine / precision / a config option.
+    winner as a red star, the baseline as an open diamond. ``color`` splits front points by
+    engine / precision / a config option. With ``error_bars``, trials measured several times
+    show their confidence intervals on both axes (a front point whose bars overlap its
+    neighbour's is not clearly better than it).
 
     Given records, the front and winner are computed over ``(x, y)`` (with ``slos`` re-deciding
     feasibility); given a :class:`FrontResult`, its feasibility and winner are kept.
@@ -103,6 +109,7 @@ def plot_pareto(
     fig = go.Figure()
 
     def scatter(recs: list, name: str, **style: Any) -> go.Scatter:
+        bars = {"error_x": error_bar(recs, x), "error_y": error_bar(recs, y)} if error_bars else {}
         return go.Scatter(
             x=[metric_value(r, x) for r in recs],
             y=[metric_value(r, y) for r in recs],
@@ -110,6 +117,7 @@ def plot_pareto(
             hovertext=[hover_text(r, [x, y]) for r in recs],
             hovertemplate="%{hovertext}<extra></extra>",
             customdata=[r.number for r in recs],
+            **{k: v for k, v in bars.items() if v is not None},
             **style,
         )
 
@@ -145,6 +153,21 @@ def plot_pareto(
                     marker={"color": PALETTE[i % len(PALETTE)], "size": 11},
                 )
             )
+    base = [r for r in front.records if r.baseline and math.isfinite(metric_value(r, x))]
+    if base:
+        fig.add_trace(
+            scatter(
+                base,
+                "baseline" + (f": trial {base[0].number}" if len(base) == 1 else "s"),
+                mode="markers",
+                marker={
+                    "color": "black",
+                    "symbol": "diamond-open",
+                    "size": 15,
+                    "line": {"width": 2},
+                },
+            )
+        )
     if front.winner is not None:
         win = front.record(front.winner)
         fig.add_trace(
@@ -173,6 +196,24 @@ def plot_pareto(
             text="no completed trials", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5
         )
     return fig
+
+
+def error_bar(records: Sequence[TrialRecord], metric: str) -> dict[str, Any] | None:
+    """Plotly's asymmetric ``error_x``/``error_y`` for ``metric`` over ``records``, from their
+    stored intervals (0 where a trial has none); None when no trial has one."""
+    found = [interval(r, metric) for r in records]
+    if not any(found):
+        return None
+    values = [metric_value(r, metric) for r in records]
+    pairs = list(zip(found, values, strict=True))
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [max(0.0, ci[1] - v) if ci else 0.0 for ci, v in pairs],
+        "arrayminus": [max(0.0, v - ci[0]) if ci else 0.0 for ci, v in pairs],
+        "thickness": 1.2,
+        "width": 4,
+    }
 
 
 def plot_pareto_3d(

@@ -172,7 +172,11 @@ class StudySpec(BaseModel):
     sampler: Literal["nsga2", "tpe", "random", "grid", "gp", "auto"] = "auto"
     storage: str | None = None
     seed: int = 0
-    baseline: bool = Field(default=True, description="measure each engine's defaults first")
+    baseline: bool | dict[str, dict[str, Any]] = Field(
+        default=True,
+        description="measure each engine's defaults first; or name the baseline per engine "
+        "({vllm: {max_num_seqs: 256}}: those options, the rest at their defaults)",
+    )
     learn_failures: bool = Field(
         default=True,
         description="veto configs the failure model (tuner.failures) expects to "
@@ -226,6 +230,17 @@ class StudySpec(BaseModel):
             raise ValueError(f"objectives repeat a metric: {names}")
         if self.sampler == "grid" and self.budget.trials is None:
             raise ValueError("budget.trials is required with sampler 'grid'")
+        return self
+
+    @model_validator(mode="after")
+    def _baseline_engines(self) -> StudySpec:
+        if isinstance(self.baseline, dict):
+            stray = [name for name in self.baseline if name not in self.engines]
+            if stray:
+                raise ValueError(
+                    f"baseline names engine {stray[0]!r}, which the study does not search "
+                    f"(engines: {', '.join(self.engines)})"
+                )
         return self
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from engines import Engine, EngineError, RunContext, get_engine
 from engines.errors import StudyError
 from engines.metrics import Measurement
-from engines.space import apply_overrides, space_defaults
+from engines.space import apply_overrides, named_config, space_defaults
 from tuner.mirror import can_mirror, in_memory_twin, persist_new
 from tuner.objectives import constraint_values, request_slo
 from tuner.search import config_params, make_sampler, suggest_config
@@ -196,13 +196,29 @@ def build_engines(spec: StudySpec) -> dict[str, Engine]:
 
 
 def search_spaces(spec: StudySpec, engines: dict[str, Engine]) -> dict[str, list]:
-    """Each engine's space with the spec's overrides applied."""
-
-    return {
+    """Each engine's space with the spec's overrides applied; a baseline the spec names is
+    checked against it here, before a study is opened."""
+    spaces = {
         name: apply_overrides(
             engine.space(spec.model, spec.hardware), spec.engines[name], f"engines.{name}"
         )
         for name, engine in engines.items()
+    }
+    baseline_configs(spec, spaces)
+    return spaces
+
+
+def baseline_configs(spec: StudySpec, spaces: dict[str, list]) -> dict[str, dict[str, Any]]:
+    """The baseline trial's config per engine: the one ``spec.baseline`` names, else the
+    engine's defaults; {} when the spec asks for no baseline."""
+    if not spec.baseline:
+        return {}
+    named = spec.baseline if isinstance(spec.baseline, dict) else {}
+    return {
+        name: named_config(space, named[name], f"baseline.{name}")
+        if name in named
+        else space_defaults(space)
+        for name, space in spaces.items()
     }
 
 
@@ -422,18 +438,17 @@ def _fail(
 def _enqueue_starts(
     study: optuna.Study, spec: StudySpec, engines: dict[str, Engine], spaces: dict[str, list]
 ) -> None:
-    """Queue the baseline (engine defaults) and warm-start configs, once per study."""
+    """Queue the baseline (engine defaults, or the config the spec names) and warm-start
+    configs, once per study."""
     if study.user_attrs.get("starts_enqueued"):
         return
     many = len(engines) > 1
-    if spec.baseline:
-        for name in engines:
-            defaults = space_defaults(spaces[name])
-            study.enqueue_trial(
-                config_params(name, defaults, many, spaces[name]),
-                user_attrs={"baseline": True},
-                skip_if_exists=True,
-            )
+    for name, config in baseline_configs(spec, spaces).items():
+        study.enqueue_trial(
+            config_params(name, config, many, spaces[name]),
+            user_attrs={"baseline": True},
+            skip_if_exists=True,
+        )
     if spec.warm_start:
         from tuner.warmstart import warm_start_configs
 

@@ -220,3 +220,35 @@ def test_fronts_overlay_skips_empty_groups_and_refuses_mixed_studies(records):
     assert {t.name for t in fig.data if t.mode == "lines+markers"} == {"a front (estimated)"}
     with pytest.raises(StudyError, match="repeats trial numbers"):
         plot_fronts_overlay({"a": records + records[:1]})
+
+
+def test_pareto_draws_intervals_of_repeated_trials_and_marks_the_baseline():
+    """Real trials measured several times carry ``<metric>_ci_low/high``: the plot turns them
+    into asymmetric error bars on both axes (zero for a trial without one); sim trials get none.
+    The baseline is its own open-diamond trace, labelled with its trial number."""
+    from dataclasses import replace
+
+    base = replace(record(0, 5000.0, 900.0, estimated=False), baseline=True)
+    ci = {"output_tokens_per_s_ci_low": 5800.0, "output_tokens_per_s_ci_high": 6300.0}
+    ci |= {"ttft_p99_ms_ci_low": 450.0, "ttft_p99_ms_ci_high": 700.0}
+    best = record(1, 6000.0, 500.0, estimated=False)
+    best = replace(best, metrics={**best.metrics, **ci})
+    plain = record(2, 6500.0, 800.0, estimated=False)
+    fig = plot_pareto([base, best, plain], *XY)
+    front = next(t for t in fig.data if t.name.startswith("Pareto front"))
+    xs = list(front.x)
+    i = xs.index(6000.0)
+    assert front.error_x.array[i] == pytest.approx(300.0)
+    assert front.error_x.arrayminus[i] == pytest.approx(200.0)
+    assert front.error_y.array[i] == pytest.approx(200.0)
+    assert front.error_y.arrayminus[i] == pytest.approx(50.0)
+    assert front.error_x.array[xs.index(6500.0)] == 0.0
+    (diamond,) = [t for t in fig.data if t.name == "baseline: trial 0"]
+    assert list(diamond.x) == [5000.0] and diamond.marker.symbol == "diamond-open"
+    assert "baseline" in diamond.hovertext[0] and "[5800, 6300]" not in diamond.hovertext[0]
+    assert "[5800, 6300]" in front.hovertext[xs.index(6000.0)]
+    bare = plot_pareto([best, plain], *XY, error_bars=False)
+    assert all(t.error_x.array is None for t in bare.data)
+    sim = plot_pareto([record(3, 10.0, 5.0), record(4, 12.0, 6.0)], *XY)
+    assert all(t.error_x.array is None and t.error_y.array is None for t in sim.data)
+    assert not any(t.name.startswith("baseline") for t in sim.data)

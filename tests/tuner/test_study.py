@@ -237,3 +237,40 @@ def test_a_config_stopped_as_overloaded_counts_as_measured_for_duplicates():
         study.tell(trial, state=state)
     assert duplicate_of(study, "vllm", {"max_num_seqs": 32}) is None
     assert duplicate_of(study, "vllm", {"max_num_seqs": 64}) == 1
+
+
+def test_a_named_baseline_is_measured_first_with_the_rest_at_defaults(tmp_path):
+    """``baseline: {vllm: {...}}`` measures the user's own config first (e.g. today's production
+    one) instead of the engine's defaults; every ratio to the baseline is then a ratio to it."""
+    from tuner.finalists import study_baseline_ratios
+
+    named = {"max_num_seqs": 64, "kv_cache_dtype": "fp8"}
+    spec = _spec(tmp_path, baseline={"vllm": named}, budget={"trials": 4})
+    study = run_study(spec)
+    first = study.trials[0]
+    defaults = VllmEngine().defaults(spec.model, spec.hardware)
+    assert first.user_attrs["baseline"] is True
+    config = first.user_attrs["config"]
+    assert {k: config[k] for k in named} == named
+    assert config["gpu_memory_utilization"] == defaults["gpu_memory_utilization"]
+    assert defaults["max_num_seqs"] != 64
+    ratios = study_baseline_ratios(study)
+    assert ratios[0]["output_tokens_per_s"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("baseline", "message"),
+    [
+        ({"trtllm": {"max_batch_size": 8}}, "baseline names engine 'trtllm'"),
+        ({"vllm": {"max_num_sequences": 8}}, "baseline.vllm.max_num_sequences: not an option"),
+        ({"vllm": {"max_num_seqs": 100000}}, "baseline.vllm.max_num_seqs: 100000 is outside"),
+        ({"vllm": {"kv_cache_dtype": "int3"}}, "baseline.vllm.kv_cache_dtype: 'int3' is outside"),
+    ],
+)
+def test_a_named_baseline_outside_the_space_is_a_one_line_error(tmp_path, baseline, message):
+    from engines.errors import SpecError
+
+    with pytest.raises((SpecError, ValueError)) as caught:
+        run_study(_spec(tmp_path, baseline=baseline, budget={"trials": 2}))
+    assert message in str(caught.value)
+    assert not (tmp_path / "s.db").exists(), "rejected before a study was opened"
