@@ -263,6 +263,8 @@ def run_study(
         accuracy_reference(study, spec, engines, spaces)  # before any trial: fails early
         rejected_in_a_row = 0
         while (total is None or counted_trials(study) < total) and time.monotonic() < deadline:
+            if search_exhausted(study):
+                break
             outcome = run_one_trial(study, spec, engines, spaces)
             if mirrored:
                 stored = persist_new(study, persistent, stored)
@@ -276,11 +278,14 @@ def run_study(
                     rejected_in_a_row,
                 )
                 break
-            if outcome.reason == "grid_exhausted":
+            if search_exhausted(study):
+                log.info("every config of the grid was tried; stopping")
                 break
     finally:
         if mirrored:  # the trial an interrupt ended (FAIL "interrupted") is kept too
             persist_new(study, persistent, stored)
+            if search_exhausted(study):
+                persistent.set_user_attr(SEARCH_EXHAUSTED, True)
         for engine in engines.values():
             engine.close()
     return persistent
@@ -295,7 +300,7 @@ def run_one_trial(
     try:
         engine_name, config = suggest_config(trial, spaces)
     except optuna.exceptions.TrialPruned:  # pragma: no cover - samplers do not prune on suggest
-        study.tell(trial, state=TrialState.PRUNED)
+        _tell(study, trial, state=TrialState.PRUNED)
         raise
     engine = engines[engine_name]
     load = None
@@ -316,7 +321,7 @@ def run_one_trial(
     if veto:  # free: told as PRUNED, not counted (NOT_COUNTED), capped in tuner.strategy
         trial.set_user_attr("fail", {"reason": veto[0], "detail": veto[1]})
         _set_constraints(trial, spec, [1.0] * len(spec.slos))
-        study.tell(trial, state=TrialState.PRUNED)
+        _tell(study, trial, state=TrialState.PRUNED)
         return TrialOutcome(
             trial.number, engine_name, "PRUNED", None, False, f"{veto[0]}: {veto[1]}", config
         )
@@ -360,7 +365,7 @@ def _measure(
     if reasons:
         trial.set_user_attr("fail", {"reason": "invalid", "detail": "; ".join(reasons)})
         _set_constraints(trial, spec, [1.0] * len(spec.slos))
-        study.tell(trial, state=TrialState.PRUNED)
+        _tell(study, trial, state=TrialState.PRUNED)
         return outcome("PRUNED", reason="invalid: " + reasons[0])
     started = time.monotonic()
     try:
@@ -384,7 +389,7 @@ def _measure(
         _set_constraints(trial, spec, [1.0] * len(spec.slos))
         trial.set_user_attr("result", _result(measurement, engine, constraints, False, started))
         trial.set_user_attr("fail", {"reason": OVERLOADED, "detail": str(stopped)[:2000]})
-        study.tell(trial, state=TrialState.PRUNED)
+        _tell(study, trial, state=TrialState.PRUNED)
         return outcome("PRUNED", reason=f"{OVERLOADED}: {stopped}")
     if any(v is None or not math.isfinite(v) for v in values):
         _fail(
@@ -397,8 +402,34 @@ def _measure(
         return outcome("FAIL", reason="no_result")
     _set_constraints(trial, spec, constraints)
     trial.set_user_attr("result", _result(measurement, engine, constraints, feasible, started))
-    study.tell(trial, values)
+    _tell(study, trial, values)
     return outcome("COMPLETE", values, feasible)
+
+
+SEARCH_EXHAUSTED = "search_exhausted"  # study user attr: the sampler has no new config left
+
+
+def _tell(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    values: list[float] | None = None,
+    state: TrialState | None = None,
+) -> None:
+    """``study.tell``, around one Optuna behaviour: the grid sampler (BruteForceSampler) calls
+    ``study.stop()`` from ``after_trial`` once every config was tried, which raises outside
+    ``study.optimize`` (servetune asks and tells). The trial is stored all the same (Optuna sets
+    its state in a ``finally``); the study is marked exhausted, for every worker sharing it."""
+    try:
+        study.tell(trial, values, state=state)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
+        study.set_user_attr(SEARCH_EXHAUSTED, True)
+
+
+def search_exhausted(study: optuna.Study) -> bool:
+    """Whether the sampler has tried every config it can offer (``sampler: grid``)."""
+    return bool(study.user_attrs.get(SEARCH_EXHAUSTED))
 
 
 def _result(
@@ -432,7 +463,7 @@ def _fail(
     if log_path:
         fail["log_path"] = log_path
     trial.set_user_attr("fail", fail)
-    study.tell(trial, state=TrialState.FAIL)
+    _tell(study, trial, state=TrialState.FAIL)
 
 
 def _enqueue_starts(

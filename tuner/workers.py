@@ -52,6 +52,7 @@ from tuner.study import (
     holds_budget,
     open_study,
     run_one_trial,
+    search_exhausted,
     search_spaces,
 )
 
@@ -315,6 +316,8 @@ def run_worker(
     try:
         while deadline is None or time.monotonic() < deadline:
             fail_lost_trials(study, requeue_lost)
+            if search_exhausted(study):  # another worker told the grid's last trial
+                break
             status = budget_status(study)
             if total is not None and status.done >= total:
                 break
@@ -327,8 +330,11 @@ def run_worker(
             if progress:
                 progress(outcome, counted_trials(study), total)
             rejected = rejected + 1 if outcome.rejected else 0
-            if rejected >= MAX_CONSECUTIVE_REJECTIONS or outcome.reason == "grid_exhausted":
+            if rejected >= MAX_CONSECUTIVE_REJECTIONS:
                 log.warning("stopping: %s", outcome.reason)
+                break
+            if search_exhausted(study):
+                log.info("every config of the grid was tried; stopping")
                 break
     finally:
         for engine in engines.values():

@@ -28,6 +28,7 @@ hook runs in the generator's event loop: it must be cheap (a few µs), or timing
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import math
 import os
@@ -155,8 +156,19 @@ async def run_load_async(
 def run_load(
     base_url: str, model: str, requests: Sequence[LoadRequest], **options: Any
 ) -> LoadResult:
-    """Blocking wrapper of :func:`run_load_async` (its own event loop)."""
-    return asyncio.run(run_load_async(base_url, model, requests, **options))
+    """Blocking wrapper of :func:`run_load_async` (its own event loop).
+
+    Called where an event loop already runs in this thread (a Jupyter kernel: every real study
+    run from a notebook), the load runs on a thread of its own, since ``asyncio.run`` refuses to
+    nest; ``on_record`` callbacks then come from that thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: no loop here
+        return asyncio.run(run_load_async(base_url, model, requests, **options))
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="servetune-load") as pool:
+        return pool.submit(
+            asyncio.run, run_load_async(base_url, model, requests, **options)
+        ).result()
 
 
 def _split(

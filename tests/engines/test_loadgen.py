@@ -355,3 +355,27 @@ def test_sharegpt_files(tmp_path: Path):
     path.write_text(json.dumps(rows))
     assert is_sharegpt(path)
     assert read_sharegpt(path) == [("hello there", "general kenobi you are bold")]
+
+
+def test_run_load_works_where_an_event_loop_already_runs(standin):
+    """A Jupyter kernel runs an event loop in its main thread, where ``asyncio.run`` refuses to
+    start another: a real study run from a notebook failed every trial with "asyncio.run() cannot
+    be called from a running event loop". The blocking call now runs its load on a thread."""
+    import asyncio
+    import threading
+
+    seen_threads = set()
+
+    def note(record) -> None:
+        seen_threads.add(threading.current_thread().name)
+
+    async def inside_a_loop():
+        return run_load(
+            standin.base_url, "standin", requests(6, output=4), concurrency=3, on_record=note
+        )
+
+    result = asyncio.run(inside_a_loop())
+    assert len(result.records) == 6 and not [r for r in result.records if r.error]
+    assert all(name.startswith("servetune-load") for name in seen_threads)
+    plain = run_load(standin.base_url, "standin", requests(2), concurrency=2, on_record=note)
+    assert len(plain.records) == 2 and threading.current_thread().name in seen_threads

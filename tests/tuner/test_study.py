@@ -274,3 +274,25 @@ def test_a_named_baseline_outside_the_space_is_a_one_line_error(tmp_path, baseli
         run_study(_spec(tmp_path, baseline=baseline, budget={"trials": 2}))
     assert message in str(caught.value)
     assert not (tmp_path / "s.db").exists(), "rejected before a study was opened"
+
+
+def test_a_grid_smaller_than_the_budget_ends_when_every_config_was_tried(tmp_path):
+    """Optuna's grid sampler calls ``study.stop()`` once the grid is done, which raised out of
+    servetune's ask-and-tell loop and ended the study with a traceback; now the last trial is
+    kept, the study is marked exhausted, and running it again adds nothing."""
+    from tuner.study import search_exhausted
+
+    engines = {
+        "vllm": pinned_overrides(
+            VllmEngine().space(ModelSpec(name="Llama-3.1-8B"), HardwareSpec(gpu="H100-SXM")),
+            {"max_num_seqs": {"choices": [64, 128, 256]}},
+        )
+    }
+    spec = _spec(tmp_path, sampler="grid", engines=engines, budget={"trials": 10}, baseline=False)
+    study = run_study(spec)
+    seqs = sorted(t.user_attrs["config"]["max_num_seqs"] for t in study.trials)
+    assert seqs == [64, 128, 256]
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert search_exhausted(study)
+    again = run_study(spec)
+    assert len(again.trials) == 3
