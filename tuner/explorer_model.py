@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 
 from engines.errors import ServetuneError, StudyError
 from tuner.objectives import DIRECTIONS
+from tuner.plot_style import fmt, interval
 from tuner.plots import label, plot_pareto, plot_pareto_3d
 from tuner.results import FrontResult, TrialRecord, pareto_front, trial_records
 from tuner.spec import StudySpec, parse_spec
@@ -255,7 +256,8 @@ class ExplorerModel:
         return plot_pareto(data, x, y, color="engine")
 
     def detail(self) -> pd.DataFrame | None:
-        """The selected trial's identity, config and metrics as one two-column frame."""
+        """The selected trial's identity, config and metrics as one two-column frame; a trial
+        measured several times adds each metric's interval and one row per run."""
         if self.front is None or self.selected is None:
             return None
         r = self.front.record(self.selected)
@@ -268,6 +270,7 @@ class ExplorerModel:
             ("on the front", r.number in self.front.front),
             ("winner", r.number == self.front.winner),
             ("result", "estimated (sim)" if r.estimated else "measured"),
+            ("baseline", r.baseline),
         ]
         rows += [(f"config: {k}", v) for k, v in sorted(r.config.items())]
         rows += [
@@ -275,6 +278,15 @@ class ExplorerModel:
             for m, v in r.metrics.items()
             if m in DIRECTIONS
         ]
+        rows += [
+            (f"{label(m)}: 95% interval", f"{fmt(found[0])} to {fmt(found[1])}")
+            for m in r.metrics
+            if m in DIRECTIONS and (found := interval(r, m))
+        ]
+        runs = ((r.attrs.get("result") or {}).get("measurement") or {}).get("extra", {}).get("runs")
+        for k, run in enumerate(runs or [], start=1):
+            shown = [m for m in ("output_tokens_per_s", "ttft_p99_ms", "tpot_p99_ms") if m in run]
+            rows.append((f"run {k}", ", ".join(f"{label(m)} {fmt(run[m])}" for m in shown)))
         return pd.DataFrame(rows, columns=["field", "value"]).set_index("field")
 
     def export(self, folder: str | Path, number: int | None = None):

@@ -186,3 +186,38 @@ def test_figure_widget_path_when_anywidget_is_installed():
     assert any(t.name.startswith("winner") for t in ex.figure_widget.data)
     ex.set_slo("ttft_p99_ms", 1000)
     assert any(t.name.startswith("winner: trial 1") for t in ex.figure_widget.data)
+
+
+def test_detail_of_a_repeated_trial_lists_its_intervals_and_runs():
+    """A real trial measured 3 times: the detail view adds each metric's interval and one row
+    per run, and says which trial is the baseline; a sim trial gets neither."""
+    study = hand_study()
+    t = study.trials[1]
+    metrics = {**t.user_attrs["metrics"], "output_tokens_per_s_ci_low": 1900.0}
+    metrics["output_tokens_per_s_ci_high"] = 2100.0
+    runs = [{"output_tokens_per_s": v, "ttft_p99_ms": 880.0} for v in (1950.0, 2000.0, 2050.0)]
+    result = {"estimated": False, "feasible": True, "measurement": {"extra": {"runs": runs}}}
+    repeated = optuna.create_study(directions=["maximize", "minimize"])
+    for key in ("objectives", "slos", "spec"):
+        repeated.set_user_attr(key, study.user_attrs[key])
+    for trial in study.trials:
+        attrs = dict(trial.user_attrs)
+        if trial.number == 1:
+            attrs |= {"metrics": metrics, "result": result, "baseline": True}
+        repeated.add_trial(
+            optuna.trial.create_trial(
+                values=trial.values,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs=attrs,
+            )
+        )
+    ex = ExplorerModel(repeated)
+    ex.selected = 1
+    frame = ex.detail()
+    assert frame.loc["output tokens/s: 95% interval", "value"] == "1900 to 2100"
+    assert frame.loc["run 3", "value"].startswith("output tokens/s 2050")
+    assert frame.loc["baseline", "value"] is True
+    ex.selected = 0
+    other = ex.detail()
+    assert not any(i.startswith("run ") or "interval" in i for i in other.index)
