@@ -346,7 +346,8 @@ def fidelity(
     import json
 
     from tuner.calibrate import load_points
-    from tuner.fidelity import METRICS, fidelity_report, report_markdown
+    from tuner.fidelity import METRICS, fidelity_report
+    from tuner.fidelity_view import report_markdown
 
     report = fidelity_report(load_points(studies, storage, reference), "fidelity", holdout, seed)
     table = Table(title="Sim fidelity: predicted / measured (abs % error)")
