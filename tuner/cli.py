@@ -80,7 +80,7 @@ def run(
 ) -> None:
     """Run (or resume) a study, then show its Pareto front and export the winner."""
     from tuner.spec import load_spec
-    from tuner.study import run_study
+    from tuner.study import run_study, search_exhausted
 
     spec = load_spec(spec_path, storage=storage, name=name, sampler=sampler, preset=preset)
     if trials is not None:
@@ -99,6 +99,8 @@ def run(
         study = run_workers(spec, workers, parse_gpus(gpus), on_poll=poll_printer(console))
     else:
         study = run_study(spec, progress=progress_printer(spec, console))
+    if search_exhausted(study):
+        console.print(f"every config of the grid was tried ({len(study.trials)} trials)")
     print_front(study, console)
     count = spec.finalists.count if remeasure is None else remeasure
     if count:

@@ -255,3 +255,20 @@ def test_replay_of_bad_trials_is_one_line_naming_the_flag(tmp_path, trials, need
     assert servetune("run", str(source), "--no-export", cwd=tmp_path).returncode == 0
     done = servetune("replay", str(source), "--from", str(source), "--trials", trials, cwd=tmp_path)
     assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_with_a_grid_smaller_than_the_budget_says_so_and_exports(tmp_path):
+    """The grid sampler's end of grid used to crash `servetune run` with a RuntimeError from
+    Optuna's study.stop(); now the run ends, says why, shows the front and exports."""
+    from engines.space import pinned_overrides
+    from engines.specs import HardwareSpec, ModelSpec
+    from engines.vllm import VllmEngine
+
+    space = VllmEngine().space(ModelSpec(name="Llama-3.1-8B"), HardwareSpec(gpu="H100-SXM"))
+    keep = {"max_model_len": {"value": 8192}, "max_num_seqs": {"choices": [64, 256]}}
+    data = {**SPEC, "engines": {"vllm": pinned_overrides(space, keep)}, "sampler": "grid"}
+    spec = _write(tmp_path, {**data, "baseline": False, "storage": f"sqlite:///{tmp_path}/g.db"})
+    done = servetune("run", str(spec), "--trials", "9", "--out", str(tmp_path / "e"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "every config of the grid was tried (2 trials)" in done.stdout
+    assert "exported trial" in done.stdout
