@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -365,8 +366,14 @@ def _restart_free(engine: Engine, ctx: RunContext) -> set[str]:
 
 def server_command(engine: Engine, ctx: RunContext) -> list[str] | None:
     """What replaces ``argv[0:2]``: ``<engine>_server_command`` (so a study over several
-    engines can point each at its own executable), else ``server_command``."""
-    return ctx.options.get(f"{engine.name}_server_command") or ctx.options.get("server_command")
+    engines can point each at its own executable), else ``server_command``. A bare ``python``
+    first word means the interpreter running servetune: the stand-in specs say ``python -m
+    engines.standin.openai_server``, which PATH's ``python`` (another venv, or none) may not
+    be able to import when servetune runs from a venv it was not activated from, or a kernel."""
+    command = ctx.options.get(f"{engine.name}_server_command") or ctx.options.get("server_command")
+    if command and command[0] in ("python", "python3"):
+        return [sys.executable, *command[1:]]
+    return command
 
 
 def _start(engine: Engine, config: Config, ctx: RunContext) -> ServerProcess:

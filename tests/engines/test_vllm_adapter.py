@@ -190,3 +190,22 @@ def test_real_vllm_cpu_smoke(make_ctx):
     port = int(m.extra["server_argv"][m.extra["server_argv"].index("--port") + 1])
     close_servers()
     assert port_is_free(port)
+
+
+def test_a_bare_python_in_server_command_is_servetunes_own_interpreter(make_ctx) -> None:
+    """The stand-in specs start ``python -m engines.standin.openai_server``; run from a venv
+    that was not activated (``.venv/bin/servetune``) or from a kernel, PATH's ``python`` may be
+    another one that cannot import this package, and every trial died at start."""
+    import sys
+
+    from engines.serving import server_command
+    from engines.vllm import VllmEngine
+
+    engine = VllmEngine()
+    module = ["-m", "engines.standin.openai_server"]
+    for first in ("python", "python3"):
+        ctx = make_ctx(server_command=[first, *module])
+        assert server_command(engine, ctx) == [sys.executable, *module]
+    own = make_ctx(vllm_server_command=["/opt/venv/bin/python", *module], server_command=["x"])
+    assert server_command(engine, own) == ["/opt/venv/bin/python", *module]
+    assert server_command(engine, make_ctx()) is None
