@@ -115,9 +115,14 @@ def run(
 
 
 def _remeasure(study, spec, count: int) -> None:
-    """Re-measure the finalists with the baseline and show them as multiples of it."""
-    from tuner.finalists import remeasure_study
+    """Re-measure the finalists with the baseline and show them as multiples of it (a study
+    with no feasible trial but the baseline has none: said, and the run goes on to export)."""
+    from tuner.finalists import remeasure_study, select_finalists
+    from tuner.results import trial_records
 
+    if not select_finalists(trial_records(study), [o.metric for o in spec.objectives], count):
+        console.print("nothing to re-measure: no feasible trial besides the baseline")
+        return
     rounds = spec.finalists.rounds
     console.print(f"re-measuring {count} finalists and the baseline, {rounds} rounds interleaved")
     outcome = remeasure_study(study, spec, count)

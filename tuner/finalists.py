@@ -240,7 +240,10 @@ def remeasure_study(
     metrics = [o.metric for o in spec.objectives]
     finalists = select_finalists(records, metrics, count)
     if not finalists:
-        raise StudyError(f"study {study.study_name!r} has no feasible trial to re-measure")
+        raise StudyError(
+            f"study {study.study_name!r} has nothing to re-measure: no feasible trial "
+            "besides the baseline"
+        )
     baseline = [r for r in records if r.baseline and r.state == "COMPLETE"][:1]
     own = engines is None
     engines = engines or build_engines(spec)

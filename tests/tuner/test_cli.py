@@ -272,3 +272,14 @@ def test_run_with_a_grid_smaller_than_the_budget_says_so_and_exports(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "every config of the grid was tried (2 trials)" in done.stdout
     assert "exported trial" in done.stdout
+
+
+def test_run_with_only_the_baseline_skips_re_measurement_and_still_exports(tmp_path):
+    """finalists.count in the spec, but the study so far is just its baseline: nothing to
+    re-measure, which used to end the run with an error before the export."""
+    data = {**SPEC, "finalists": {"count": 2, "rounds": 2}, "budget": {"trials": 1}}
+    spec = _write(tmp_path, {**data, "storage": f"sqlite:///{tmp_path}/b.db"})
+    done = servetune("run", str(spec), "--out", str(tmp_path / "e"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nothing to re-measure: no feasible trial besides the baseline" in done.stdout
+    assert "exported trial 0" in done.stdout
