@@ -97,8 +97,8 @@ def named_config(space: list[Param], named: Mapping[str, Any], where: str) -> di
     ``named`` options, the rest as :func:`space_defaults` picks them. Every named option must be
     one the searched space offers, with a value it allows, and active under the others (an
     Optuna trial can only be enqueued inside its distributions); ``where`` prefixes errors."""
-    names = {p.name for p in space}
-    unknown = sorted(set(named) - names)
+    names = list(dict.fromkeys(p.name for p in space))  # in the space's order, for the message
+    unknown = sorted(set(named) - set(names))
     if unknown:
         raise SpecError(
             f"{where}.{unknown[0]}: not an option of this engine; options: {', '.join(names)}"
