@@ -160,15 +160,19 @@ def run_load(
 
     Called where an event loop already runs in this thread (a Jupyter kernel: every real study
     run from a notebook), the load runs on a thread of its own, since ``asyncio.run`` refuses to
-    nest; ``on_record`` callbacks then come from that thread."""
+    nest; ``on_record`` callbacks then come from that thread. An interrupt returns at once
+    (the thread is not waited for: it ends at the load's deadline, or sooner once the study
+    stops the server)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # the usual case: no loop here
         return asyncio.run(run_load_async(base_url, model, requests, **options))
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="servetune-load") as pool:
-        return pool.submit(
-            asyncio.run, run_load_async(base_url, model, requests, **options)
-        ).result()
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="servetune-load")
+    try:
+        coroutine = run_load_async(base_url, model, requests, **options)
+        return pool.submit(asyncio.run, coroutine).result()
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _split(
