@@ -263,7 +263,8 @@ def run_study(
         accuracy_reference(study, spec, engines, spaces)  # before any trial: fails early
         rejected_in_a_row = 0
         while (total is None or counted_trials(study) < total) and time.monotonic() < deadline:
-            if search_exhausted(study):
+            if search_exhausted(study):  # this run told the grid's last trial, or an earlier one
+                log.info("every config of the grid was tried; stopping")
                 break
             outcome = run_one_trial(study, spec, engines, spaces)
             if mirrored:
@@ -277,9 +278,6 @@ def run_study(
                     "(is the search space mostly invalid for this model and GPU?)",
                     rejected_in_a_row,
                 )
-                break
-            if search_exhausted(study):
-                log.info("every config of the grid was tried; stopping")
                 break
     finally:
         if mirrored:  # the trial an interrupt ended (FAIL "interrupted") is kept too

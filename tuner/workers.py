@@ -316,7 +316,8 @@ def run_worker(
     try:
         while deadline is None or time.monotonic() < deadline:
             fail_lost_trials(study, requeue_lost)
-            if search_exhausted(study):  # another worker told the grid's last trial
+            if search_exhausted(study):  # this or another worker told the grid's last trial
+                log.info("every config of the grid was tried; stopping")
                 break
             status = budget_status(study)
             if total is not None and status.done >= total:
@@ -332,9 +333,6 @@ def run_worker(
             rejected = rejected + 1 if outcome.rejected else 0
             if rejected >= MAX_CONSECUTIVE_REJECTIONS:
                 log.warning("stopping: %s", outcome.reason)
-                break
-            if search_exhausted(study):
-                log.info("every config of the grid was tried; stopping")
                 break
     finally:
         for engine in engines.values():

@@ -298,7 +298,7 @@ def _with_capacity(
     load: dict,
 ) -> Measurement:
     """Search the highest request rate within the SLOs on the same running server."""
-    from engines.serving.capacity import CapacityLimits, measure_capacity, timing_for
+    from engines.serving.capacity import CapacityLimits, measure_capacity, search_bounds, timing_for
 
     options = ctx.options.get("capacity") or {}
     timing = timing_for(measured.e2e_ms.p50, options)
@@ -312,8 +312,7 @@ def _with_capacity(
         min_duration_s=timing.min_duration_s,
         grace_s=timing.grace_s,
         arrival=options.get("arrival", "poisson"),
-        max_steps=int(options.get("max_steps", 8)),
-        rel_tol=float(options.get("rel_tol", 0.1)),
+        **search_bounds(options),
         seed=ctx.seed,
         slo=ctx.slo,
         keep_records=_trace_writer(ctx, "probe"),

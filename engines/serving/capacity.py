@@ -195,6 +195,15 @@ def timing_for(e2e_p50_ms: float, options: Mapping[str, Any]) -> ProbeTiming:
     )
 
 
+def search_bounds(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``max_steps`` and ``rel_tol`` of :func:`search_capacity` from the spec's
+    ``options.capacity``: the real search and the simulator's stop alike."""
+    return {
+        "max_steps": int(options.get("max_steps", 8)),
+        "rel_tol": float(options.get("rel_tol", 0.1)),
+    }
+
+
 def measure_capacity(
     base_url: str,
     model: str,

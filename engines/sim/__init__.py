@@ -38,7 +38,7 @@ class SimulatedEngine(Engine):
         plan = self.plan(config, ctx)
         measured = simulate(self.target.name, plan, ctx, profile=self.profile)
         if MeasureSettings.from_options(ctx.options).capacity:
-            from engines.serving.capacity import estimate_capacity, timing_for
+            from engines.serving.capacity import estimate_capacity, search_bounds, timing_for
 
             options = ctx.options.get("capacity") or {}  # the same options as a real search
             timing = timing_for(measured.e2e_ms.p50, options)
@@ -47,8 +47,7 @@ class SimulatedEngine(Engine):
                 ctx,
                 start_rps=max(measured.requests_per_s, 0.1),
                 probe_s=timing.min_duration_s,
-                max_steps=int(options.get("max_steps", 8)),
-                rel_tol=float(options.get("rel_tol", 0.1)),
+                **search_bounds(options),
             )
             extra = {**measured.extra, "capacity": found.to_dict()}
             measured = replace(measured, capacity_rps=found.capacity_rps, extra=extra)
