@@ -22,9 +22,9 @@ from pathlib import Path
 
 import optuna
 
-from engines.sim import SimulatedEngine
+from engines.sim.engine import SimulatedEngine
 from tuner.spec import load_spec
-from tuner.study import build_engines, counted_trials, run_study
+from tuner.study.loop import build_engines, counted_trials, run_study
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_study.json"
 SPEC = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"

@@ -76,8 +76,8 @@ class CachedEngine:
 def bookkeeping_worker(spec_json: str) -> None:
     """One worker of the bookkeeping run; prints its trial count and loop seconds as JSON."""
     from tuner.spec import parse_spec
-    from tuner.study import build_engines
-    from tuner.workers import run_worker
+    from tuner.study.loop import build_engines
+    from tuner.study.workers import run_worker
 
     spec = parse_spec(json.loads(spec_json))
     engines = {k: CachedEngine(v) for k, v in build_engines(spec).items()}
@@ -93,7 +93,7 @@ def bookkeeping_worker(spec_json: str) -> None:
 
 
 def time_bookkeeping(url: str, trials: int, workers: int) -> dict:
-    from tuner.study import build_engines, open_study, run_study
+    from tuner.study.loop import build_engines, open_study, run_study
 
     spec = make_spec("bookkeeping", url, trials)
     open_study(spec)
@@ -126,7 +126,7 @@ def time_bookkeeping(url: str, trials: int, workers: int) -> dict:
 
 
 def time_speedup(url_for, trials: int) -> dict:
-    from tuner.workers import run_workers
+    from tuner.study.workers import run_workers
 
     out = {}
     for workers in (1, 2):

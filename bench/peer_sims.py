@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tuner.calibrate import METRICS, RealPoint, load_points, predict
-from tuner.fidelity import LOO as FIDELITY_LOO
-from tuner.fidelity import ape, config_ranking, error_stats, leave_one_out
+from tuner.calibration.calibrate import METRICS, RealPoint, load_points, predict
+from tuner.calibration.fidelity import LOO as FIDELITY_LOO
+from tuner.calibration.fidelity import ape, config_ranking, error_stats, leave_one_out
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent

@@ -42,7 +42,7 @@ def get_engine(name: str, runner: str = "sim", profile: str | None = None) -> En
         return target
     if runner != "sim":
         raise SpecError(f"runner: {runner!r} is not one of {', '.join(RUNNERS)}")
-    from engines.sim import SimulatedEngine
+    from engines.sim.engine import SimulatedEngine
 
     return SimulatedEngine(target, profile=profile)
 

@@ -2,7 +2,7 @@
 
 Option names follow vLLM's EngineArgs (underscored in configs, dashed on the command line and
 in ``vllm serve --config`` YAML). The real measurement path starts ``vllm serve`` through the
-shared server lifecycle in :mod:`engines.serving` and drives it with the shared load generator.
+shared server lifecycle in :mod:`engines.serving.measure` and drives it with the shared load generator.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class VllmEngine(Engine):
         )
 
     def run(self, config: Config, ctx: RunContext) -> Measurement:
-        from engines.serving import measure_server  # real servers only when asked for
+        from engines.serving.measure import measure_server  # real servers only when asked for
 
         return measure_server(self, config, ctx)
 
@@ -178,7 +178,7 @@ class VllmEngine(Engine):
         return {"VLLM_CACHE_ROOT": str(cache)} if cache else {}
 
     def close(self) -> None:
-        from engines.serving import close_servers
+        from engines.serving.measure import close_servers
 
         close_servers()
 

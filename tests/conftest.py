@@ -174,9 +174,9 @@ def make_ctx(tmp_path: Path) -> Callable[..., Any]:
 
 @pytest.fixture(autouse=True)
 def _close_pooled_servers() -> Iterator[None]:
-    """Stop any server kept for reuse by ``engines.serving`` when a test ends."""
+    """Stop any server kept for reuse by ``engines.serving.measure`` when a test ends."""
     yield
-    from engines.serving import close_servers
+    from engines.serving.measure import close_servers
 
     close_servers()
 

@@ -3,8 +3,8 @@
 The CLI and the notebooks are thin layers over these functions.
 """
 
-from tuner.export import ExportResult, export_trial
-from tuner.results import (
+from tuner.analysis.export import ExportResult, export_trial
+from tuner.analysis.results import (
     FrontResult,
     TrialRecord,
     pareto_front,
@@ -13,7 +13,7 @@ from tuner.results import (
     trials_frame,
 )
 from tuner.spec import StudySpec, load_spec, parse_spec
-from tuner.study import load_study, open_study, run_study
+from tuner.study.loop import load_study, open_study, run_study
 
 __all__ = [
     "ExportResult",

@@ -19,9 +19,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from engines.errors import ServetuneError
+from tuner.console import fmt, poll_printer, print_front, progress_printer
 from tuner.objectives import label
-from tuner.report import fmt, poll_printer, print_front, progress_printer
-from tuner.storage import redact
+from tuner.study.storage import redact
 
 app = typer.Typer(
     add_completion=False,
@@ -45,7 +45,7 @@ def _options(debug: bool = typer.Option(False, "--debug", help="show tracebacks"
 def _resolve(study: str, storage: str | None):
     """A study given as a spec path or a name -> (optuna study, spec)."""
     from tuner.spec import load_spec
-    from tuner.study import load_study
+    from tuner.study.loop import load_study
 
     if study.endswith((".yaml", ".yml")):
         spec = load_spec(study, storage=storage)
@@ -80,7 +80,7 @@ def run(
 ) -> None:
     """Run (or resume) a study, then show its Pareto front and export the winner."""
     from tuner.spec import load_spec
-    from tuner.study import run_study, search_exhausted
+    from tuner.study.loop import run_study, search_exhausted
 
     spec = load_spec(spec_path, storage=storage, name=name, sampler=sampler, preset=preset)
     if trials is not None:
@@ -94,7 +94,7 @@ def run(
         f"budget {spec.budget.trials} trials"
     )
     if workers > 1 or gpus:
-        from tuner.workers import parse_gpus, run_workers
+        from tuner.study.workers import parse_gpus, run_workers
 
         study = run_workers(spec, workers, parse_gpus(gpus), on_poll=poll_printer(console))
     else:
@@ -106,7 +106,7 @@ def run(
     if count:
         _remeasure(study, spec, count)
     if export:
-        from tuner.export import export_trial
+        from tuner.analysis.export import export_trial
 
         result = export_trial(study, spec, out or Path("studies/exports") / spec.name)
         console.print(f"[bold green]exported trial {result.trial}[/] ({result.engine}):")
@@ -117,8 +117,8 @@ def run(
 def _remeasure(study, spec, count: int) -> None:
     """Re-measure the finalists with the baseline and show them as multiples of it (a study
     with no feasible trial but the baseline has none: said, and the run goes on to export)."""
-    from tuner.finalists import remeasure_study, select_finalists
-    from tuner.results import trial_records
+    from tuner.analysis.results import trial_records
+    from tuner.study.finalists import remeasure_study, select_finalists
 
     if not select_finalists(trial_records(study), [o.metric for o in spec.objectives], count):
         console.print("nothing to re-measure: no feasible trial besides the baseline")
@@ -165,8 +165,8 @@ def replay(
 ) -> None:
     """Queue another study's configs (the first marked as baseline), each at every load level of
     the spec's sweep; `servetune run SPEC` then measures them in that order."""
-    from tuner.replay import enqueue_configs, parse_trials, trial_configs
     from tuner.spec import load_spec
+    from tuner.study.replay import enqueue_configs, parse_trials, trial_configs
 
     numbers = parse_trials(trials)
     spec = load_spec(spec_path)
@@ -204,7 +204,7 @@ def worker(
     """Work on a shared study until its budget is used up; start one per host (or per GPU set)."""
     import os
 
-    from tuner.workers import parse_gpus, run_worker
+    from tuner.study.workers import parse_gpus, run_worker
 
     spec = _spec_with_overrides(spec_path, trials, storage=storage, name=name)
     owned = parse_gpus(gpus)
@@ -248,7 +248,7 @@ def export_cmd(
     storage: str | None = typer.Option(None, help="Optuna storage URL"),
 ) -> None:
     """Export the winner (or a given trial) as engine config files plus a manifest."""
-    from tuner.export import export_trial
+    from tuner.analysis.export import export_trial
 
     optuna_study, spec = _resolve(study, storage)
     result = export_trial(optuna_study, spec, out, trial)
@@ -261,7 +261,7 @@ def export_cmd(
 def space(spec_path: Path = typer.Argument(..., help="study spec (YAML)")) -> None:
     """Print the search space the spec defines, engine by engine."""
     from tuner.spec import load_spec
-    from tuner.study import build_engines, search_spaces
+    from tuner.study.loop import build_engines, search_spaces
 
     spec = load_spec(spec_path)
     for engine, params in search_spaces(spec, build_engines(spec)).items():
@@ -297,7 +297,7 @@ def dashboard(
         ) from None
     optuna_study, spec = _resolve(study, storage)
     console.print(f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)")
-    from tuner.storage import open_storage
+    from tuner.study.storage import open_storage
 
     run_server(open_storage(spec.storage_url), host=host, port=port)
 
@@ -315,8 +315,8 @@ def calibrate(
     ),
 ) -> None:
     """Fit the sim's efficiency constants to real trials and write a fitted profile."""
-    from tuner.calibrate import calibrate as fit
-    from tuner.calibrate import load_points, write_profile
+    from tuner.calibration.calibrate import calibrate as fit
+    from tuner.calibration.calibrate import load_points, write_profile
 
     points = load_points(studies, storage, reference)
     cal = fit(points, name, holdout, seed)
@@ -352,9 +352,9 @@ def fidelity(
     """Sim predicted vs measured per config, shipped and calibrated, with ranking quality."""
     import json
 
-    from tuner.calibrate import load_points
-    from tuner.fidelity import METRICS, fidelity_report
-    from tuner.fidelity_view import report_markdown
+    from tuner.calibration.calibrate import load_points
+    from tuner.calibration.fidelity import METRICS, fidelity_report
+    from tuner.calibration.report import report_markdown
 
     report = fidelity_report(load_points(studies, storage, reference), "fidelity", holdout, seed)
     table = Table(title="Sim fidelity: predicted / measured (abs % error)")

@@ -97,7 +97,7 @@ class WinnerPolicy(BaseModel):
     outside_noise: bool = Field(
         default=False,
         description="a candidate beats the incumbent (first the baseline) only when its CI "
-        "clears the incumbent's CI (its point value when it has none); see tuner.finalists",
+        "clears the incumbent's CI (its point value when it has none); see tuner.study.finalists",
     )
 
     @field_validator("metric", "tie_break")
@@ -179,7 +179,7 @@ class StudySpec(BaseModel):
     )
     learn_failures: bool = Field(
         default=True,
-        description="veto configs the failure model (tuner.failures) expects to "
+        description="veto configs the failure model (tuner.study.vetoes) expects to "
         "fail when they run; vetoed suggestions use no budget",
     )
     warm_start: dict[str, Any] | None = Field(

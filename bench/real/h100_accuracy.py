@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engines.accuracy import AccuracySettings  # noqa: E402
 from engines.accuracy.suite import run_suite  # noqa: E402
-from engines.serving import _POOL, _served_model, measure_reference  # noqa: E402
+from engines.serving.measure import _POOL, _served_model, measure_reference  # noqa: E402
 from engines.space import space_defaults  # noqa: E402
 from tuner.spec import load_spec  # noqa: E402
-from tuner.study import build_engines, make_context, search_spaces  # noqa: E402
+from tuner.study.loop import build_engines, make_context, search_spaces  # noqa: E402
 
 SPEC = Path("studies/real/h100-smollm2-accuracy.yaml")
 PRECISIONS = {

@@ -44,9 +44,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.real.make_dummy_model import make  # noqa: E402
-from engines.serving import _POOL  # noqa: E402  (the running server, for the cross-check)
+from engines.serving.measure import _POOL  # noqa: E402  (the running server, for the cross-check)
 from tuner.spec import load_spec  # noqa: E402
-from tuner.study import build_engines, run_study  # noqa: E402
+from tuner.study.loop import build_engines, run_study  # noqa: E402
 
 SPEC = Path("studies/real/h100-llama8b-vllm.yaml")
 TRIAL_SECONDS = 150  # a restart (~60 s) plus 800 requests (~60 s), with margin
@@ -229,7 +229,7 @@ def enqueue(source: Path, trials: list[int]) -> None:
     """Queue trials of the study stored in ``source`` (same study name as its file) in SPEC."""
     import optuna
 
-    from tuner.replay import enqueue_configs, trial_configs
+    from tuner.study.replay import enqueue_configs, trial_configs
 
     spec = load_spec(SPEC)
     _restore_db(spec)
@@ -247,8 +247,8 @@ def finalize(
     tolerance: float = 0.2,
 ) -> None:
     """Winner and baseline re-measured in one call: spread over runs, capacity, joules/token."""
-    from tuner.results import trial_records
-    from tuner.study import make_context, open_study
+    from tuner.analysis.results import trial_records
+    from tuner.study.loop import make_context, open_study
 
     spec = load_spec(SPEC)
     _restore_db(spec)
@@ -362,7 +362,7 @@ def main() -> None:
         if args.source is None or not args.trials:
             parser.error("enqueue needs --from and --trials")
         from engines.errors import SpecError
-        from tuner.replay import parse_trials
+        from tuner.study.replay import parse_trials
 
         try:
             enqueue(args.source, parse_trials(args.trials))

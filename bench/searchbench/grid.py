@@ -20,7 +20,7 @@ from typing import Any
 from engines import Engine, EngineError
 from engines.base import Param
 from tuner.spec import StudySpec
-from tuner.study import build_engines, make_context, search_spaces
+from tuner.study.loop import build_engines, make_context, search_spaces
 
 log = logging.getLogger(__name__)
 KEPT_METRICS = ("output_tokens_per_s", "ttft_p99_ms", "tpot_p99_ms")

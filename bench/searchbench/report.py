@@ -169,7 +169,7 @@ def convergence_records(result: dict[str, Any], scenario: str, objective: str = 
     """``{strategy: [TrialRecord]}`` of the median convergence curves, for
     :func:`tuner.plots.plot_convergence` (metric ``output_tokens_per_s`` holds the share of the
     optimum (single) or of the true hypervolume (multi), trial numbers are counted trials)."""
-    from tuner.results import TrialRecord
+    from tuner.analysis.results import TrialRecord
 
     out = {}
     for row in result["efficiency"]:

@@ -1,6 +1,6 @@
 """Runs one strategy on one scenario against the cached grid, the way the study loop would.
 
-The loop mirrors :func:`tuner.study.run_one_trial`: ask, suggest a config, reject invalid configs
+The loop mirrors :func:`tuner.study.loop.run_one_trial`: ask, suggest a config, reject invalid configs
 for free (as the study loop does), let the failure model veto (when learning), then "measure" by
 looking the config up in the grid and tell Optuna. Only measured trials (completed or failed)
 use up the budget.
@@ -18,9 +18,9 @@ import optuna
 from optuna.trial import TrialState
 from searchbench.grid import Grid, config_key
 
-from tuner.pareto import hypervolume
-from tuner.search import suggest_config
+from tuner.analysis.pareto import hypervolume
 from tuner.spec import StudySpec
+from tuner.study.search import suggest_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 MAX_REJECTIONS_IN_A_ROW = 50  # like the study loop's MAX_CONSECUTIVE_REJECTIONS
@@ -95,7 +95,7 @@ def run_optuna(
     study = optuna.create_study(directions=objective.directions, sampler=sampler)
     many = len(spaces) > 1
     for engine, config in enqueue:
-        from tuner.search import config_params
+        from tuner.study.search import config_params
 
         study.enqueue_trial(config_params(engine, config, many))
     run, in_a_row = Run(), 0
@@ -162,6 +162,6 @@ def grid_measure(grid: Grid, fails: Callable[[dict[str, Any]], bool] | None = No
 
 
 def study_spaces(spec: StudySpec) -> dict[str, list]:
-    from tuner.study import build_engines, search_spaces
+    from tuner.study.loop import build_engines, search_spaces
 
     return search_spaces(spec, build_engines(spec))

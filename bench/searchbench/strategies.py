@@ -19,7 +19,7 @@ from searchbench.runner import (
 )
 from searchbench.scenarios import reality_scenario, scenarios
 
-from tuner.strategy import default_sampler, pre_run_veto, teach_validity
+from tuner.study.strategy import default_sampler, pre_run_veto, teach_validity
 
 
 @dataclass

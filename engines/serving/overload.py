@@ -5,7 +5,7 @@ on_record=monitor.feed)``): it reads each record as it finishes, names the sympt
 flight and their wait keep growing, or TTFT keeps rising beyond its limit) and so lets a run that
 is already lost end there. A capacity probe above capacity then costs a few hundred completions
 at most instead of the time the server needs to drain its queue
-(:mod:`engines.serving.capacity`); :mod:`engines.serving` uses it for a trial's own open-loop run
+(:mod:`engines.serving.capacity`); :mod:`engines.serving.measure` uses it for a trial's own open-loop run
 when the spec asks (``stop_overloaded``).
 """
 

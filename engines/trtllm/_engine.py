@@ -289,7 +289,7 @@ class TrtllmEngine(Engine):
     def run(self, config: Config, ctx: RunContext) -> Measurement:
         from dataclasses import replace
 
-        from engines.serving import measure_server  # real servers only when asked for
+        from engines.serving.measure import measure_server  # real servers only when asked for
 
         measurement = measure_server(self, config, ctx)
         info = (
@@ -338,7 +338,7 @@ class TrtllmEngine(Engine):
         return {"trtllm_options": TRTLLM_RELEASE, "trtllm_llmargs": _llmargs.llmargs_release()}
 
     def close(self) -> None:
-        from engines.serving import close_servers
+        from engines.serving.measure import close_servers
 
         close_servers()
 

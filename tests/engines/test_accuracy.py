@@ -314,7 +314,7 @@ def test_spec_rejects_a_malformed_evalset_naming_the_line(tmp_path):
 def test_accuracy_is_a_third_objective_end_to_end(tmp_path):
     """studies/accuracy-standin.yaml: real runner, the stand-in as ``vllm serve``."""
     from tuner.spec import load_spec
-    from tuner.study import run_study
+    from tuner.study.loop import run_study
 
     spec = load_spec(
         REPO_ROOT / "studies" / "accuracy-standin.yaml", storage=f"sqlite:///{tmp_path}/a.db"

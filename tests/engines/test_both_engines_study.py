@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tuner.export import export_trial
-from tuner.results import trial_records
+from tuner.analysis.export import export_trial
+from tuner.analysis.results import trial_records
 from tuner.spec import parse_spec
-from tuner.study import run_study
+from tuner.study.loop import run_study
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from engines import EngineError, RunContext, get_engine
-from engines.serving import close_servers
+from engines.serving.measure import close_servers
 from engines.specs import HardwareSpec, ModelSpec
 from engines.standin import trtllm_build, trtllm_serve
 from engines.trtllm import BUILD_PARAMS, RUNTIME_PARAMS, TrtllmEngine, _build, _llmargs

@@ -100,7 +100,7 @@ def _normal_quantile(p: float) -> float:
 
 def test_repeated_runs_against_a_jittery_standin_cover_the_injected_ttft(make_ctx) -> None:
     """End to end: 3 runs of 40 requests, TTFT 30 ms +- 6 ms uniform jitter (median 30 ms)."""
-    from engines.serving import measure_server
+    from engines.serving.measure import measure_server
     from engines.standin import REPO_ROOT, STANDIN_COMMAND
     from engines.vllm import VllmEngine
 

@@ -9,8 +9,8 @@ import pytest
 
 from engines.base import Param
 from engines.errors import EngineError
-from engines.serving import close_servers, measure_server
 from engines.serving.lifecycle import port_is_free
+from engines.serving.measure import close_servers, measure_server
 from engines.standin import REPO_ROOT as REPO
 from engines.standin import STANDIN_COMMAND as STANDIN
 from engines.standin import STANDIN_MODULE_COMMAND as STANDIN_MODULE
@@ -198,7 +198,7 @@ def test_a_bare_python_in_server_command_is_servetunes_own_interpreter(make_ctx)
     another one that cannot import this package, and every trial died at start."""
     import sys
 
-    from engines.serving import server_command
+    from engines.serving.measure import server_command
     from engines.vllm import VllmEngine
 
     engine = VllmEngine()
