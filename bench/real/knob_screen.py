@@ -77,12 +77,13 @@ def expert_config(spec: StudySpec) -> dict[str, Any]:
     return dict(baseline_configs(spec, search_spaces(spec, engines))["vllm"])
 
 
-def measured(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
-    """Completed trials by knob name (the last one of a name)."""
+def measured(study: optuna.Study, stretch: str = "A") -> dict[str, optuna.trial.FrozenTrial]:
+    """Completed trials of one stretch (one machine) by knob name (the last one of a name);
+    trials from before stretches were named belong to stretch A."""
     return {
         t.user_attrs["knob"]: t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "knob" in t.user_attrs
+        if "knob" in t.user_attrs and t.user_attrs.get("stretch", "A") == stretch
     }
 
 
@@ -91,11 +92,11 @@ def tok_s(trial: optuna.trial.FrozenTrial) -> float:
 
 
 def combo_options(
-    study: optuna.Study, knobs: dict[str, dict[str, Any]]
+    study: optuna.Study, knobs: dict[str, dict[str, Any]], stretch: str = "A"
 ) -> tuple[list[str], dict[str, Any]] | None:
     """The two single knobs that read highest above the first expert run, and their options
     together; None when fewer than two read above it."""
-    done = measured(study)
+    done = measured(study, stretch)
     if "expert" not in done:
         return None
     bar = tok_s(done["expert"])
@@ -142,8 +143,8 @@ def gpu_identity() -> str:
 class Screen:
     """One call's share of the screen: the study, the clock and the outputs."""
 
-    def __init__(self, spec: StudySpec, out: Path, seconds: float) -> None:
-        self.spec, self.out, self.seconds = spec, out, seconds
+    def __init__(self, spec: StudySpec, out: Path, seconds: float, stretch: str = "A") -> None:
+        self.spec, self.out, self.seconds, self.stretch = spec, out, seconds, stretch
         self.began = time.monotonic()
         self.cold = not COLD_MARKER.exists()
         self.gpu = gpu_identity()
@@ -155,8 +156,9 @@ class Screen:
     def left(self) -> float:
         return self.seconds - (time.monotonic() - self.began)
 
-    def estimate(self, name: str) -> float:
-        if self.cold:
+    def estimate(self, name: str, later: bool = False) -> float:
+        """Seconds ``name`` is expected to take: now, or ``later`` (after this call's first)."""
+        if self.cold and not later:
             return FIRST_START_S
         timed = [
             (t.datetime_complete - t.datetime_start).total_seconds()
@@ -169,9 +171,12 @@ class Screen:
     def options_for(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """(options over the expert, extra trial attributes) for a plan name; None: skip."""
         if name in ("expert", "expert_end"):
-            return {}, {"baseline": True} if name == "expert" else {"drift_guard": True}
+            if name == "expert_end":
+                return {}, {"drift_guard": True}
+            first = not self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            return {}, {"baseline": True} if first else {"stretch_baseline": True}
         if name == "combo":
-            found = combo_options(self.study, self.knobs)
+            found = combo_options(self.study, self.knobs, self.stretch)
             if found is None:
                 log.info("combo: fewer than two knobs read above the expert; skipped")
                 return None
@@ -188,6 +193,7 @@ class Screen:
         options, attrs = found
         config = {**self.expert, **options}
         attrs = {**attrs, "knob": name, "knob_options": options, "gpu": self.gpu}
+        attrs["stretch"] = self.stretch
         if self.cold:
             attrs["cold_start"] = True
         self.study.enqueue_trial(
@@ -211,18 +217,18 @@ class Screen:
 
     def run(self, plan: list[str], last: str | None) -> None:
         fail_unfinished(self.study)
-        done = set(measured(self.study))
+        done = set(measured(self.study, self.stretch))
         for name in plan:
             if name in done:
                 print(f"{name}: measured already, skipped", flush=True)
                 continue
             need = self.estimate(name)
-            reserve = self.estimate(last) if last and last not in done else 0.0
+            reserve = self.estimate(last, later=True) if last and last not in done else 0.0
             if need + reserve > self.left():
                 print(f"{name}: {need:.0f} s needed, {self.left():.0f} s left; skipped", flush=True)
                 continue
             self.measure(name)
-            done = set(measured(self.study))
+            done = set(measured(self.study, self.stretch))
         if last and last not in done:
             if self.estimate(last) <= self.left() + 15.0:  # the reserve was kept for it
                 self.measure(last)
@@ -255,6 +261,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             {
                 "trial": t.number,
                 "knob": t.user_attrs.get("knob"),
+                "stretch": t.user_attrs.get("stretch", "A"),
                 "options": t.user_attrs.get("knob_options"),
                 "state": t.state.name,
                 "fail": t.user_attrs.get("fail"),
@@ -292,6 +299,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=560.0)
     parser.add_argument("--out", type=Path, default=Path("out"))
     parser.add_argument("--db", type=Path, default=None, help="the study's SQLite file here")
+    parser.add_argument(
+        "--stretch", default="A", help="one machine's stretch: its own expert runs and ratios"
+    )
     args = parser.parse_args()
     spec = load_spec(args.spec)
     if args.db is not None:
@@ -301,7 +311,7 @@ def main() -> None:
         make(Path(spec.model.path))
         return
     plan = [name for name in args.plan.split(",") if name.strip()]
-    Screen(spec, args.out, args.seconds).run(plan, args.last)
+    Screen(spec, args.out, args.seconds, args.stretch).run(plan, args.last)
 
 
 if __name__ == "__main__":
