@@ -7,6 +7,7 @@ shared server lifecycle in :mod:`engines.serving.measure` and drives it with the
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
@@ -19,11 +20,107 @@ VLLM_VERSION = "0.26.0"
 _WEIGHTS = {None: None, "fp8": ("fp8", "fp8"), "awq": ("int4", "bf16"), "gptq": ("int4", "bf16")}
 _DTYPES = {"bfloat16": "bf16", "float16": "fp16", "auto": "bf16"}
 # Booleans whose vLLM default is True: False must be spelled --no-<flag>.
-_DEFAULT_TRUE = {"enable_prefix_caching", "enable_chunked_prefill"}
+_DEFAULT_TRUE = {"enable_prefix_caching", "enable_chunked_prefill", "async_scheduling"}
+# Options vLLM takes inside its JSON --compilation-config, not as flags of their own.
+_COMPILATION_CONFIG = ("cudagraph_mode",)
+_CUDAGRAPH_MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
+_ATTENTION_BACKENDS = ("FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION")
 
 
 def _parallel_choices(count: int) -> tuple[int, ...]:
     return tuple(n for n in (1, 2, 4, 8, 16) if n <= count)
+
+
+def _knob(name: str, default: Any, help: str) -> Param:
+    """An option pinned at vLLM's default: searched only where a spec widens it
+    (``stream_interval: {choices: [1, 8]}``), so studies that do not name it search as before."""
+    return Param(name, "categorical", (default,), default=default, help=help)
+
+
+def _knobs() -> list[Param]:
+    """The knobs past precision and batch size (issue 26), as vLLM 0.26.0 names them, at its
+    defaults (read from its ``engine/arg_utils.py`` and ``config/*.py``). The simulator models
+    none of them: it costs a config through :meth:`VllmEngine.plan`, which ignores them."""
+    return [
+        _knob(
+            "async_scheduling",
+            True,
+            "overlap scheduling with the GPU step; 0.26.0 turns it on unless an option excludes it "
+            "(False: --no-async-scheduling)",
+        ),
+        _knob(
+            "stream_interval",
+            1,
+            "tokens per streamed chunk (>= 1): larger cuts host overhead, streams coarser",
+        ),
+        _knob(
+            "max_num_partial_prefills",
+            1,
+            "prompts partially prefilled at once (>1 needs chunked prefill); 0.26.0's scheduler "
+            "reads it only to default long_prefill_token_threshold to 4% of max_model_len",
+        ),
+        _knob(
+            "long_prefill_token_threshold",
+            0,
+            "cap on one request's prefill tokens per step (0: no cap)",
+        ),
+        _knob(
+            "max_cudagraph_capture_size",
+            None,
+            "largest batch (tokens) captured as a CUDA graph; None: min(2 x max_num_seqs, 512), "
+            "at most max_num_batched_tokens",
+        ),
+        _knob(
+            "cudagraph_mode",
+            None,
+            "--compilation-config's cudagraph_mode: " + ", ".join(_CUDAGRAPH_MODES) + "; None: "
+            "the -O level's (O2, the default: FULL_AND_PIECEWISE)",
+        ),
+        _knob(
+            "attention_backend",
+            None,
+            ", ".join(_ATTENTION_BACKENDS) + "...; None: chosen by vLLM (FLASH_ATTN on Hopper, "
+            "FA3 there also for an fp8 KV cache)",
+        ),
+        _knob(
+            "performance_mode",
+            "balanced",
+            "balanced, interactivity, throughput; in 0.26.0 throughput only doubles max_num_seqs "
+            "and max_num_batched_tokens where they are not set (servetune sets both), "
+            "interactivity captures CUDA graphs of every size up to 32",
+        ),
+        _knob(
+            "api_server_count",
+            1,
+            "API server processes in front of the engine (vllm serve --api-server-count)",
+        ),
+        _knob(
+            "scheduling_policy",
+            "fcfs",
+            "fcfs or priority (by each request's priority field; servetune's load sends none)",
+        ),
+        _knob(
+            "kv_offloading_size",
+            None,
+            "GiB of CPU memory for offloaded KV cache blocks; None: no offloading",
+        ),
+    ]
+
+
+_KNOB_DEFAULTS = {p.name: p.default for p in _knobs()}
+
+
+def _knob_rules(config: Config, ctx: RunContext) -> list[str]:
+    """What vLLM 0.26.0 refuses at start among the knobs (SchedulerConfig's checks)."""
+    reasons = []
+    partial = int(config.get("max_num_partial_prefills", 1))
+    if partial > 1 and not config.get("enable_chunked_prefill", True):
+        reasons.append(f"max_num_partial_prefills={partial} needs enable_chunked_prefill")
+    threshold = int(config.get("long_prefill_token_threshold", 0))
+    max_len = int(config.get("max_model_len", ctx.model.max_context))
+    if threshold > max_len:
+        reasons.append(f"long_prefill_token_threshold={threshold} exceeds max_model_len={max_len}")
+    return reasons
 
 
 class VllmEngine(Engine):
@@ -67,6 +164,7 @@ class VllmEngine(Engine):
             Param("enable_chunked_prefill", "categorical", (True, False), default=True),
             Param("enforce_eager", "categorical", (False, True), default=False),
             Param("block_size", "categorical", (16, 32), default=16),
+            *_knobs(),
         ]
 
     def plan(self, config: Config, ctx: RunContext) -> ServingPlan:
@@ -99,7 +197,7 @@ class VllmEngine(Engine):
             ]
         if quant not in _WEIGHTS:
             return [f"quantization={quant!r} is not one servetune knows for vLLM"]
-        return []
+        return _knob_rules(config, ctx)
 
     def model_path(self, config: Config, ctx: RunContext) -> str:
         """The checkpoint to serve: pre-quantized for awq/gptq, else the model itself."""
@@ -111,11 +209,17 @@ class VllmEngine(Engine):
         )
 
     def serve_options(self, config: Config, ctx: RunContext) -> dict[str, Any]:
-        """``vllm serve`` options as YAML-ready (dashed key -> value); False booleans as ``no-``."""
+        """``vllm serve`` options as YAML-ready (dashed key -> value); False booleans as ``no-``,
+        compilation options nested under ``compilation-config`` (vLLM's ``--config`` loader
+        turns a mapping into JSON). The knobs are written only away from vLLM's defaults, so
+        configs from before them serve and export as they did."""
         options: dict[str, Any] = {}
+        compilation = {k: config[k] for k in _COMPILATION_CONFIG if config.get(k) is not None}
         for key, value in config.items():
             if value is None or key == "quantization" and value in ("awq", "gptq"):
                 continue  # pre-quantized checkpoints declare their own method
+            if key in _COMPILATION_CONFIG or key in _KNOB_DEFAULTS and value == _KNOB_DEFAULTS[key]:
+                continue
             dashed = key.replace("_", "-")
             if isinstance(value, bool):
                 if value:
@@ -124,6 +228,8 @@ class VllmEngine(Engine):
                     options[f"no-{dashed}"] = True
                 continue
             options[dashed] = value
+        if compilation:
+            options["compilation-config"] = compilation
         return options
 
     def serve_argv(
@@ -143,7 +249,9 @@ class VllmEngine(Engine):
         added = {**dict(ctx.options.get("vllm_args") or {}), **(extra or {})}
         for key, value in {**self.serve_options(config, ctx), **added}.items():
             argv.append(f"--{key}")
-            if value is not True:
+            if isinstance(value, dict):
+                argv.append(json.dumps(value))
+            elif value is not True:
                 argv.append(str(value))
         return argv
 

@@ -1,0 +1,318 @@
+"""The knob screen of issue 27 on one GPU machine (run there, vLLM importable).
+
+    python bench/real/knob_screen.py setup
+    python bench/real/knob_screen.py run --plan expert,api_server_count_4 --seconds 560 \\
+        --out DIR --db /root/campaign/h200-beyond-expert.db [--last expert_end]
+
+Each name of ``--plan`` is one config measured as one trial of the study in
+``studies/real/h200-beyond-expert.yaml`` (through ``run_study``: the vllm engine, the real runner,
+the shared load generator, the spec's repeats), on its own server, in the order given:
+
+* ``expert``: the study's named baseline (the expert hand-tune), as its first trial;
+* ``expert_end``: the same config again at the end of the stretch (the drift guard);
+* a name of ``studies/real/h200-beyond-expert-knobs.yaml``: the expert plus those options;
+* ``combo``: the expert plus the options of the two single knobs that read highest above the
+  first expert run (skipped, and said, when fewer than two read above it).
+
+A name already measured in the study is skipped, so a call can be repeated after a lost machine.
+A config is started only when the time it is expected to take (the longest trial so far after
+the machine's first, 200 s before any; 330 s for the first start of a machine, whose kernels are
+compiled then) fits in ``--seconds``, keeping room for ``--last``, which runs at the end. The study's
+SQLite file lives at ``--db`` (keep it under /root: the next call of a warm machine resumes it)
+and is copied to ``--out`` through SQLite's backup API after every trial, with
+``knob-screen.json``: every trial's name, options, server argv, runs and GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import optuna  # noqa: E402
+import yaml  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from bench.real.make_dummy_model import make  # noqa: E402
+from tuner.search import config_params  # noqa: E402
+from tuner.spec import StudySpec, load_spec  # noqa: E402
+from tuner.study import (  # noqa: E402
+    build_engines,
+    counted_trials,
+    open_study,
+    run_study,
+    search_spaces,
+)
+
+SPEC = Path("studies/real/h200-beyond-expert.yaml")
+KNOBS = Path("studies/real/h200-beyond-expert-knobs.yaml")
+FIRST_START_S = 330.0  # a first vLLM start of a machine (kernel JIT, torch.compile) + 2 runs
+LATER_S = 200.0  # a later start (caches warm) + 2 runs, until a trial has been timed
+COLD_MARKER = Path.home() / ".cache" / "vllm"  # vLLM's compile cache: present once it started
+# Options that change the compiled model: a new torch.compile (~1 min) before the first run.
+RECOMPILES = ("attention_backend", "max_cudagraph_capture_size", "cudagraph_mode")
+
+log = logging.getLogger("knob_screen")
+
+
+def knob_configs(path: Path = KNOBS) -> dict[str, dict[str, Any]]:
+    """The single knobs to screen: name -> options added to the expert's config."""
+    data = yaml.safe_load(path.read_text()) or {}
+    return {str(name): dict(options or {}) for name, options in data.items()}
+
+
+def expert_config(spec: StudySpec) -> dict[str, Any]:
+    """The study's named baseline as the full config the vllm engine serves."""
+    from tuner.study import baseline_configs
+
+    engines = build_engines(spec)
+    return dict(baseline_configs(spec, search_spaces(spec, engines))["vllm"])
+
+
+def measured(study: optuna.Study, stretch: str = "A") -> dict[str, optuna.trial.FrozenTrial]:
+    """Completed trials of one stretch (one machine) by knob name (the last one of a name);
+    trials from before stretches were named belong to stretch A."""
+    return {
+        t.user_attrs["knob"]: t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "knob" in t.user_attrs and t.user_attrs.get("stretch", "A") == stretch
+    }
+
+
+def tok_s(trial: optuna.trial.FrozenTrial) -> float:
+    return float(trial.user_attrs["metrics"]["output_tokens_per_s"])
+
+
+def combo_options(
+    study: optuna.Study, knobs: dict[str, dict[str, Any]], stretch: str = "A"
+) -> tuple[list[str], dict[str, Any]] | None:
+    """The two single knobs that read highest above the first expert run, and their options
+    together; None when fewer than two read above it."""
+    done = measured(study, stretch)
+    if "expert" not in done:
+        return None
+    bar = tok_s(done["expert"])
+    above = sorted(
+        (name for name in knobs if name in done and tok_s(done[name]) > bar),
+        key=lambda name: tok_s(done[name]),
+        reverse=True,
+    )
+    if len(above) < 2:
+        return None
+    best = above[:2]
+    return best, {**knobs[best[0]], **knobs[best[1]]}
+
+
+def fail_unfinished(study: optuna.Study) -> None:
+    """Trials a lost call left RUNNING or WAITING become FAIL with the reason, so the next
+    ``run_study`` runs the trial this call queues, not a stale one."""
+    storage = study._storage  # noqa: SLF001 - Optuna has no public call for this
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        reason = "interrupted" if trial.state == TrialState.RUNNING else "not_run"
+        storage.set_trial_user_attr(
+            trial._trial_id,  # noqa: SLF001
+            "fail",
+            {"reason": reason, "detail": "the device call ended before this trial finished"},
+        )
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001
+        log.warning("trial %d (%s) was %s: marked FAIL", trial.number, trial.user_attrs, reason)
+
+
+def gpu_identity() -> str:
+    """``name, uuid, driver`` of the GPU(s) nvidia-smi lists ("" without one)."""
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,uuid,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip()
+
+
+class Screen:
+    """One call's share of the screen: the study, the clock and the outputs."""
+
+    def __init__(self, spec: StudySpec, out: Path, seconds: float, stretch: str = "A") -> None:
+        self.spec, self.out, self.seconds, self.stretch = spec, out, seconds, stretch
+        self.began = time.monotonic()
+        self.cold = not COLD_MARKER.exists()
+        self.gpu = gpu_identity()
+        self.study = open_study(spec)
+        self.knobs = knob_configs()
+        self.expert = expert_config(spec)
+        self.spaces = search_spaces(spec, build_engines(spec))
+
+    def left(self) -> float:
+        return self.seconds - (time.monotonic() - self.began)
+
+    def estimate(self, name: str, later: bool = False) -> float:
+        """Seconds ``name`` is expected to take: now, or ``later`` (after this call's first)."""
+        if self.cold and not later:
+            return FIRST_START_S
+        timed = [
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.datetime_complete and t.datetime_start and not t.user_attrs.get("cold_start")
+        ]
+        recompiles = any(key in RECOMPILES for key in self.knobs.get(name, {}))
+        return max(timed, default=LATER_S) + 10.0 + (60.0 if recompiles else 0.0)
+
+    def options_for(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(options over the expert, extra trial attributes) for a plan name; None: skip."""
+        if name in ("expert", "expert_end"):
+            if name == "expert_end":
+                return {}, {"drift_guard": True}
+            first = not self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            return {}, {"baseline": True} if first else {"stretch_baseline": True}
+        if name == "combo":
+            found = combo_options(self.study, self.knobs, self.stretch)
+            if found is None:
+                log.info("combo: fewer than two knobs read above the expert; skipped")
+                return None
+            return found[1], {"combo_of": found[0]}
+        if name not in self.knobs:
+            raise SystemExit(f"--plan: unknown config {name!r}; known: {', '.join(self.knobs)}")
+        return self.knobs[name], {}
+
+    def measure(self, name: str) -> None:
+        """Queue ``name``'s config as the study's next trial and run it through run_study."""
+        found = self.options_for(name)
+        if found is None:
+            return
+        options, attrs = found
+        config = {**self.expert, **options}
+        attrs = {**attrs, "knob": name, "knob_options": options, "gpu": self.gpu}
+        attrs["stretch"] = self.stretch
+        if self.cold:
+            attrs["cold_start"] = True
+        self.study.enqueue_trial(
+            config_params("vllm", config, False, self.spaces["vllm"]), user_attrs=attrs
+        )
+        budget = self.spec.budget.model_copy(update={"trials": counted_trials(self.study) + 1})
+        started = time.monotonic()
+        run_study(self.spec.model_copy(update={"budget": budget}))
+        self.cold = False
+        trial = self.study.get_trials(deepcopy=False)[-1]
+        metrics = trial.user_attrs.get("metrics") or {}
+        print(
+            f"[{time.monotonic() - self.began:6.0f}s] {name}: trial {trial.number} "
+            f"{trial.state.name} in {time.monotonic() - started:.0f} s, "
+            f"{metrics.get('output_tokens_per_s', float('nan')):.0f} tok/s, "
+            f"p99 TTFT {metrics.get('ttft_p99_ms', float('nan')):.0f} ms "
+            f"{(trial.user_attrs.get('fail') or {}).get('reason', '')}",
+            flush=True,
+        )
+        self.save()
+
+    def run(self, plan: list[str], last: str | None) -> None:
+        fail_unfinished(self.study)
+        done = set(measured(self.study, self.stretch))
+        for name in plan:
+            if name in done:
+                print(f"{name}: measured already, skipped", flush=True)
+                continue
+            need = self.estimate(name)
+            reserve = self.estimate(last, later=True) if last and last not in done else 0.0
+            if need + reserve > self.left():
+                print(f"{name}: {need:.0f} s needed, {self.left():.0f} s left; skipped", flush=True)
+                continue
+            self.measure(name)
+            done = set(measured(self.study, self.stretch))
+        if last and last not in done:
+            if self.estimate(last) <= self.left() + 15.0:  # the reserve was kept for it
+                self.measure(last)
+            else:
+                print(f"{last}: no time left for it", flush=True)
+        self.save()
+
+    def save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        db = Path(self.spec.storage_url.removeprefix("sqlite:///"))
+        source, target = sqlite3.connect(db), sqlite3.connect(self.out / db.name)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        (self.out / "knob-screen.json").write_text(
+            json.dumps(trial_rows(self.study), indent=1, default=str)
+        )
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial: name, options, state, server argv, per-run and pooled numbers, GPU."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        measurement = (t.user_attrs.get("result") or {}).get("measurement") or {}
+        extra = measurement.get("extra") or {}
+        metrics = t.user_attrs.get("metrics") or {}
+        rows.append(
+            {
+                "trial": t.number,
+                "knob": t.user_attrs.get("knob"),
+                "stretch": t.user_attrs.get("stretch", "A"),
+                "options": t.user_attrs.get("knob_options"),
+                "state": t.state.name,
+                "fail": t.user_attrs.get("fail"),
+                "gpu": t.user_attrs.get("gpu"),
+                "started": t.datetime_start,
+                "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
+                if t.datetime_complete and t.datetime_start
+                else None,
+                "server_start_s": extra.get("server_start_s"),
+                "server_argv": extra.get("server_argv"),
+                "runs": [r.get("output_tokens_per_s") for r in extra.get("runs") or []],
+                "output_tokens_per_s": metrics.get("output_tokens_per_s"),
+                "output_tokens_per_s_ci": [
+                    metrics.get("output_tokens_per_s_ci_low"),
+                    metrics.get("output_tokens_per_s_ci_high"),
+                ],
+                "ttft_p99_ms": metrics.get("ttft_p99_ms"),
+                "ttft_p99_ms_ci": [
+                    metrics.get("ttft_p99_ms_ci_low"),
+                    metrics.get("ttft_p99_ms_ci_high"),
+                ],
+                "tpot_p99_ms": metrics.get("tpot_p99_ms"),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["setup", "run"])
+    parser.add_argument("--spec", type=Path, default=SPEC)
+    parser.add_argument("--plan", default="", help="config names, in order, comma-separated")
+    parser.add_argument("--last", default=None, help="a config kept time for, measured last")
+    parser.add_argument("--seconds", type=float, default=560.0)
+    parser.add_argument("--out", type=Path, default=Path("out"))
+    parser.add_argument("--db", type=Path, default=None, help="the study's SQLite file here")
+    parser.add_argument(
+        "--stretch", default="A", help="one machine's stretch: its own expert runs and ratios"
+    )
+    args = parser.parse_args()
+    spec = load_spec(args.spec)
+    if args.db is not None:
+        args.db.parent.mkdir(parents=True, exist_ok=True)
+        spec = spec.model_copy(update={"storage": f"sqlite:///{args.db}"})
+    if args.command == "setup":
+        make(Path(spec.model.path))
+        return
+    plan = [name for name in args.plan.split(",") if name.strip()]
+    Screen(spec, args.out, args.seconds, args.stretch).run(plan, args.last)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""vLLM's knobs past precision and batch size: pinned at vLLM 0.26.0's defaults, written under
+their real names only away from them, JSON-valued ones serialized as vLLM parses them."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from engines.sim import SimulatedEngine
+from engines.space import apply_overrides, named_config
+from engines.vllm import VllmEngine
+
+KNOBS = {
+    "async_scheduling": True,
+    "stream_interval": 1,
+    "max_num_partial_prefills": 1,
+    "long_prefill_token_threshold": 0,
+    "max_cudagraph_capture_size": None,
+    "cudagraph_mode": None,
+    "attention_backend": None,
+    "performance_mode": "balanced",
+    "api_server_count": 1,
+    "scheduling_policy": "fcfs",
+    "kv_offloading_size": None,
+}
+
+
+def _exported(engine: VllmEngine, config: dict, ctx) -> dict:
+    text = engine.export(config, ctx).files["vllm_config.yaml"]
+    return yaml.safe_load(text)
+
+
+def test_knobs_are_pinned_at_vllm_defaults_with_help(make_ctx):
+    ctx = make_ctx()
+    space = {p.name: p for p in VllmEngine().space(ctx.model, ctx.hardware)}
+    for name, default in KNOBS.items():
+        assert space[name].choices == (default,) and space[name].default == default, name
+        assert space[name].help, name
+
+
+def test_defaults_write_no_knob_so_old_configs_serve_as_before(make_ctx):
+    engine, ctx = VllmEngine(), make_ctx()
+    config = engine.defaults(ctx.model, ctx.hardware)
+    argv = engine.serve_argv(config, ctx, "127.0.0.1", 8000)
+    dashed = {"--" + name.replace("_", "-") for name in KNOBS}
+    assert not dashed & set(argv) and "--compilation-config" not in argv
+    assert not {k.replace("-", "_") for k in _exported(engine, config, ctx)} & set(KNOBS)
+
+
+def test_knobs_away_from_defaults_use_vllm_names_and_forms(make_ctx):
+    engine, ctx = VllmEngine(), make_ctx()
+    config = {
+        **engine.defaults(ctx.model, ctx.hardware),
+        "async_scheduling": False,
+        "stream_interval": 8,
+        "max_num_partial_prefills": 4,
+        "long_prefill_token_threshold": 512,
+        "max_cudagraph_capture_size": 1024,
+        "cudagraph_mode": "PIECEWISE",
+        "attention_backend": "FLASHINFER",
+        "api_server_count": 4,
+    }
+    argv = engine.serve_argv(config, ctx, "127.0.0.1", 8000)
+    assert "--no-async-scheduling" in argv and "--async-scheduling" not in argv
+    for flag, value in {
+        "--stream-interval": "8",
+        "--max-num-partial-prefills": "4",
+        "--long-prefill-token-threshold": "512",
+        "--max-cudagraph-capture-size": "1024",
+        "--attention-backend": "FLASHINFER",
+        "--api-server-count": "4",
+    }.items():
+        assert argv[argv.index(flag) + 1] == value, flag
+    assert json.loads(argv[argv.index("--compilation-config") + 1]) == {
+        "cudagraph_mode": "PIECEWISE"
+    }
+    assert "--cudagraph-mode" not in argv
+    exported = _exported(engine, config, ctx)  # vLLM's --config loader: a mapping -> JSON
+    assert exported["compilation-config"] == {"cudagraph_mode": "PIECEWISE"}
+    assert exported["no-async-scheduling"] is True and exported["stream-interval"] == 8
+
+
+def test_a_spec_widens_a_knob_and_names_it_in_a_baseline(make_ctx):
+    ctx = make_ctx()
+    space = apply_overrides(
+        VllmEngine().space(ctx.model, ctx.hardware),
+        {
+            "stream_interval": {"choices": [1, 8]},
+            "attention_backend": {"choices": [None, "FLASHINFER"]},
+        },
+        "engines.vllm",
+    )
+    config = named_config(space, {"stream_interval": 8}, "baseline.vllm")
+    assert config["stream_interval"] == 8 and config["attention_backend"] is None
+
+
+def test_knob_rules_mirror_vllm_start_checks(make_ctx):
+    engine, ctx = VllmEngine(), make_ctx()
+    base = engine.defaults(ctx.model, ctx.hardware)
+    no_chunks = {**base, "enable_chunked_prefill": False, "max_num_partial_prefills": 2}
+    assert any("needs enable_chunked_prefill" in r for r in engine.validate(no_chunks, ctx))
+    too_long = {**base, "long_prefill_token_threshold": 10**7}
+    assert any("exceeds max_model_len" in r for r in engine.validate(too_long, ctx))
+
+
+def test_the_simulator_ignores_the_knobs(make_ctx):
+    ctx = make_ctx()
+    sim = SimulatedEngine(VllmEngine())
+    base = sim.defaults(ctx.model, ctx.hardware)
+    tuned = {**base, "stream_interval": 8, "api_server_count": 4, "attention_backend": "FLASHINFER"}
+    assert sim.plan(base, ctx) == sim.plan(tuned, ctx)

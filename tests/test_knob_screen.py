@@ -1,0 +1,76 @@
+"""The knob screen's driver (bench/real/knob_screen.py) end to end against the stand-in server:
+a call as a session makes it, then a second call that resumes the study after a lost trial."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from engines.standin import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+SPEC = REPO_ROOT / "studies" / "real" / "h200-beyond-expert.yaml"
+
+
+def _spec(tmp_path: Path) -> Path:
+    data = yaml.safe_load(SPEC.read_text())
+    data["model"]["path"] = str(tmp_path / "model")
+    data["workload"].update(num_requests=8, warmup_requests=2, output_tokens=16)
+    data["workload"]["arrival"] = {"kind": "concurrency", "concurrency": 4}
+    data["options"].update(
+        server_command=[sys.executable, "-m", "engines.standin.openai_server"],
+        workdir=str(tmp_path / "runs"),
+        startup_timeout_s=30,
+    )
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _driver(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "bench/real/knob_screen.py", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_screen_measures_the_plan_in_order_and_resumes(tmp_path):
+    spec, out, db = _spec(tmp_path), tmp_path / "out", tmp_path / "state" / "screen.db"
+    common = ["--spec", str(spec), "--out", str(out), "--db", str(db)]
+    _driver("setup", *common)
+    first = _driver("run", "--plan", "expert,api_server_count_4", "--seconds", "900", *common)
+    assert "expert: trial 0 COMPLETE" in first and "api_server_count_4: trial 1 COMPLETE" in first
+    storage = f"sqlite:///{db}"
+    study = optuna.load_study(study_name="h200-beyond-expert", storage=storage)
+    study.enqueue_trial({}, user_attrs={"knob": "stale"})  # as a call cut off mid-trial leaves
+    plan = "expert,stream_interval_8,combo"
+    again = _driver("run", "--plan", plan, "--last", "expert_end", "--seconds", "900", *common)
+    assert "expert: measured already, skipped" in again
+    rows = json.loads((out / "knob-screen.json").read_text())
+    by_knob = {r["knob"]: r for r in rows}
+    assert by_knob["stale"]["state"] == "FAIL" and by_knob["stale"]["fail"]["reason"] == "not_run"
+    assert [r["knob"] for r in rows if r["state"] == "COMPLETE"][-1] == "expert_end"
+    assert "--api-server-count" in by_knob["api_server_count_4"]["server_argv"]
+    assert "--stream-interval" not in by_knob["api_server_count_4"]["server_argv"]
+    assert "--api-server-count" not in by_knob["expert"]["server_argv"]
+    assert "--quantization" in by_knob["expert"]["server_argv"]
+    assert all(len(r["runs"]) == 2 for r in rows if r["state"] == "COMPLETE")
+    combo = by_knob.get("combo")  # the stand-in's numbers decide whether two knobs read above
+    assert combo is None or "combo: fewer" not in again
+    trials = optuna.load_study(study_name="h200-beyond-expert", storage=storage).trials
+    assert trials[0].user_attrs.get("baseline") and trials[-1].user_attrs.get("drift_guard")
+    with sqlite3.connect(out / "screen.db") as copy:  # the copy in --out holds every trial
+        assert copy.execute("select count(*) from trials").fetchone()[0] == len(trials)
