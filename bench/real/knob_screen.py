@@ -42,15 +42,15 @@ import yaml  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from bench.real.make_dummy_model import make  # noqa: E402
-from tuner.search import config_params  # noqa: E402
 from tuner.spec import StudySpec, load_spec  # noqa: E402
-from tuner.study import (  # noqa: E402
+from tuner.study.loop import (  # noqa: E402
     build_engines,
     counted_trials,
     open_study,
     run_study,
     search_spaces,
 )
+from tuner.study.search import config_params  # noqa: E402
 
 SPEC = Path("studies/real/h200-beyond-expert.yaml")
 KNOBS = Path("studies/real/h200-beyond-expert-knobs.yaml")
@@ -71,7 +71,7 @@ def knob_configs(path: Path = KNOBS) -> dict[str, dict[str, Any]]:
 
 def expert_config(spec: StudySpec) -> dict[str, Any]:
     """The study's named baseline as the full config the vllm engine serves."""
-    from tuner.study import baseline_configs
+    from tuner.study.loop import baseline_configs
 
     engines = build_engines(spec)
     return dict(baseline_configs(spec, search_spaces(spec, engines))["vllm"])
