@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from engines.base import Config, Engine, ExportBundle, Param, RunContext, ServingPlan
-from engines.metrics import Measurement
+from engines.base import Config, ExportBundle, Param, RunContext, ServingPlan
+from engines.served import ServedEngine
 from engines.specs import HardwareSpec, ModelSpec
 
 VLLM_VERSION = "0.26.0"
@@ -123,7 +123,7 @@ def _knob_rules(config: Config, ctx: RunContext) -> list[str]:
     return reasons
 
 
-class VllmEngine(Engine):
+class VllmEngine(ServedEngine):
     """``vllm serve`` with the options that matter for throughput and latency."""
 
     name = "vllm"
@@ -274,21 +274,11 @@ class VllmEngine(Engine):
             notes=" ".join(self.serve_argv(config, ctx, "127.0.0.1", 8000)),
         )
 
-    def run(self, config: Config, ctx: RunContext) -> Measurement:
-        from engines.serving.measure import measure_server  # real servers only when asked for
-
-        return measure_server(self, config, ctx)
-
     def server_env(self, config: Config, ctx: RunContext) -> dict[str, str]:
         """Environment for ``vllm serve``: compile caches are kept across trials (never wiped);
         ``ctx.options['cache_dir']`` moves them (VLLM_CACHE_ROOT, default ~/.cache/vllm)."""
         cache = ctx.options.get("cache_dir")
         return {"VLLM_CACHE_ROOT": str(cache)} if cache else {}
-
-    def close(self) -> None:
-        from engines.serving.measure import close_servers
-
-        close_servers()
 
     def versions(self) -> dict[str, str]:
         return {"vllm_options": VLLM_VERSION}

@@ -2,10 +2,9 @@
 
 :func:`measure_server` is all an engine's ``run`` calls. The engine supplies what differs:
 
-* ``serve_argv(config, ctx, host, port) -> list[str]`` (required): the server command;
-* ``prepare(config, ctx)`` (optional): a step before start, such as building a TensorRT engine;
-* ``server_env(config, ctx) -> dict`` (optional): environment, e.g. a compile-cache directory;
-* ``health_path`` (optional attribute, default ``/health``).
+its :class:`engines.served.ServedEngine` hooks ``serve_argv`` (the server command), ``prepare``
+(a step before start, such as building a TensorRT engine), ``server_env`` (e.g. a compile-cache
+directory) and ``health_path``.
 
 Everything else (free port, process group, health wait, failure reasons, reuse across trials,
 prompts of exact length, the load generator, the metrics) lives here, once. ``ctx.options`` may
@@ -40,9 +39,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engines.base import Config, Engine, RunContext
+from engines.base import Config, RunContext
 from engines.errors import EngineError
 from engines.metrics import Measurement, RequestRecord, cost_per_mtok, summarize
+from engines.served import ServedEngine
 from engines.serving.lifecycle import HOST, ServerProcess, classify_failure, free_port
 from engines.serving.loadgen import LoadRequest, LoadResult, run_load
 from engines.serving.overload import OverloadMonitor
@@ -59,7 +59,7 @@ _POOL = ServerPool()
 _PORT_RETRIES = 2
 
 
-def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measurement:
+def measure_server(engine: ServedEngine, config: Config, ctx: RunContext) -> Measurement:
     """Start (or reuse) ``engine``'s server for ``config``, drive ``ctx.workload``, summarize.
 
     Raises EngineError with a reason (``oom``, ``invalid_argument``, ``port_clash``,
@@ -109,7 +109,7 @@ def measure_server(engine: Engine, config: Config, ctx: RunContext) -> Measureme
     return combined
 
 
-def measure_reference(engine: Engine, config: Config, ctx: RunContext) -> dict:
+def measure_reference(engine: ServedEngine, config: Config, ctx: RunContext) -> dict:
     """Serve ``config`` (the study's accuracy reference) and record its outputs once.
 
     ``ctx.options["accuracy"]`` holds the study's accuracy settings. The server stays in the pool,
@@ -125,11 +125,9 @@ def measure_reference(engine: Engine, config: Config, ctx: RunContext) -> dict:
     return {**data, "engine": engine.name, "config": dict(config)}
 
 
-def _acquire(engine: Engine, config: Config, ctx: RunContext) -> tuple[ServerProcess, bool]:
+def _acquire(engine: ServedEngine, config: Config, ctx: RunContext) -> tuple[ServerProcess, bool]:
     """The pooled server for ``config`` (reused when only restart-free options changed)."""
-    prepare = getattr(engine, "prepare", None)
-    if callable(prepare):
-        prepare(config, ctx)
+    engine.prepare(config, ctx)
     key = restart_key(
         config,
         _restart_free(engine, ctx),
@@ -147,7 +145,7 @@ def _request_timeout(ctx: RunContext) -> float:
 
 def _with_accuracy(
     measured: Measurement,
-    engine: Engine,
+    engine: ServedEngine,
     config: Config,
     ctx: RunContext,
     server: ServerProcess,
@@ -343,7 +341,7 @@ def _trace_writer(
     return write
 
 
-def _gpu_count(engine: Engine, config: Config, ctx: RunContext) -> int:
+def _gpu_count(engine: ServedEngine, config: Config, ctx: RunContext) -> int:
     try:
         return int(engine.plan(config, ctx).gpus)
     except Exception:  # an engine whose plan needs more than this config has
@@ -355,7 +353,7 @@ def close_servers() -> None:
     _POOL.close()
 
 
-def _restart_free(engine: Engine, ctx: RunContext) -> set[str]:
+def _restart_free(engine: ServedEngine, ctx: RunContext) -> set[str]:
     try:
         space = engine.space(ctx.model, ctx.hardware)
     except Exception:  # a space that cannot be built here: restart on any change
@@ -363,7 +361,7 @@ def _restart_free(engine: Engine, ctx: RunContext) -> set[str]:
     return {p.name for p in space if not p.restart}
 
 
-def server_command(engine: Engine, ctx: RunContext) -> list[str] | None:
+def server_command(engine: ServedEngine, ctx: RunContext) -> list[str] | None:
     """What replaces ``argv[0:2]``: ``<engine>_server_command`` (so a study over several
     engines can point each at its own executable), else ``server_command``. A bare ``python``
     first word means the interpreter running servetune: the stand-in specs say ``python -m
@@ -375,11 +373,11 @@ def server_command(engine: Engine, ctx: RunContext) -> list[str] | None:
     return command
 
 
-def _start(engine: Engine, config: Config, ctx: RunContext) -> ServerProcess:
+def _start(engine: ServedEngine, config: Config, ctx: RunContext) -> ServerProcess:
     """A healthy server on a free port; a port taken in the meantime is retried."""
     for attempt in range(_PORT_RETRIES + 1):
         port = free_port(HOST)
-        argv = list(engine.serve_argv(config, ctx, HOST, port))  # type: ignore[attr-defined]
+        argv = list(engine.serve_argv(config, ctx, HOST, port))
         command = server_command(engine, ctx)
         if command:
             argv = [*command, *argv[2:]]
@@ -391,7 +389,7 @@ def _start(engine: Engine, config: Config, ctx: RunContext) -> ServerProcess:
             log_path,
             host=HOST,
             env=_environment(engine, config, ctx),
-            health_path=getattr(engine, "health_path", "/health"),
+            health_path=engine.health_path,
             startup_timeout_s=float(
                 ctx.options.get("startup_timeout_s", min(ctx.timeout_s, 1200.0))
             ),
@@ -406,13 +404,11 @@ def _start(engine: Engine, config: Config, ctx: RunContext) -> ServerProcess:
     raise AssertionError("unreachable")
 
 
-def _environment(engine: Engine, config: Config, ctx: RunContext) -> dict[str, str]:
+def _environment(engine: ServedEngine, config: Config, ctx: RunContext) -> dict[str, str]:
     """This process's environment, then the engine's (caches), then ``ctx.options['env']``."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")  # log lines reach the log file as they happen
-    hook = getattr(engine, "server_env", None)
-    if callable(hook):
-        env.update({k: str(v) for k, v in hook(config, ctx).items()})
+    env.update({k: str(v) for k, v in engine.server_env(config, ctx).items()})
     env.update({k: str(v) for k, v in (ctx.options.get("env") or {}).items()})
     return env
 
@@ -429,7 +425,7 @@ def _served_model(server: ServerProcess, ctx: RunContext) -> str:
 
 
 def _summarize(
-    engine: Engine,
+    engine: ServedEngine,
     config: Config,
     ctx: RunContext,
     result: LoadResult,

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from engines.base import Config, Engine, ExportBundle, Param, RunContext, ServingPlan
+from engines.base import Config, ExportBundle, Param, RunContext, ServingPlan
 from engines.metrics import Measurement
+from engines.served import ServedEngine
 from engines.specs import HardwareSpec, ModelSpec
 from engines.trtllm import _build, _llmargs
 
@@ -93,7 +94,7 @@ def _build_params(cc: float) -> list[Param]:
     ]
 
 
-class TrtllmEngine(Engine):
+class TrtllmEngine(ServedEngine):
     """``trtllm-serve`` on the PyTorch backend or on a ``trtllm-build`` engine."""
 
     name = "trtllm"
@@ -336,11 +337,6 @@ class TrtllmEngine(Engine):
 
     def versions(self) -> dict[str, str]:
         return {"trtllm_options": TRTLLM_RELEASE, "trtllm_llmargs": _llmargs.llmargs_release()}
-
-    def close(self) -> None:
-        from engines.serving.measure import close_servers
-
-        close_servers()
 
 
 def _tensorrt_rules(config: Config, cc: float, gpu: str) -> list[str]:
