@@ -126,6 +126,9 @@ class Engine(ABC):
 
     name: ClassVar[str]
     label: ClassVar[str]
+    # The options a results table shows beside the metrics (batch limits, parallelism), under
+    # this engine's own names: the tuner prints them without knowing any engine.
+    key_options: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:

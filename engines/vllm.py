@@ -128,6 +128,12 @@ class VllmEngine(ServedEngine):
 
     name = "vllm"
     label = f"vLLM {VLLM_VERSION}"
+    key_options = (
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+    )
 
     def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:
         big_gpu = hardware.gpu_info.memory_gib >= 70

@@ -11,6 +11,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
+from engines import engine_class
 from tuner.objectives import label
 
 
@@ -116,21 +117,8 @@ def print_front(study, console: Console) -> None:
         mark = (" *" if number == front.winner else "") + (
             f" (x{len(numbers)})" if len(numbers) > 1 else ""
         )
-        keys = ", ".join(
-            f"{k}={v}"
-            for k, v in r.config.items()
-            if k
-            in (
-                "max_num_seqs",
-                "max_batch_size",
-                "max_num_batched_tokens",
-                "max_num_tokens",
-                "tensor_parallel_size",
-                "tp_size",
-                "pipeline_parallel_size",
-                "pp_size",
-            )
-        )
+        shown_options = engine_class(r.engine).key_options
+        keys = ", ".join(f"{k}={v}" for k, v in r.config.items() if k in shown_options)
         table.add_row(
             f"{number}{mark}",
             r.engine,

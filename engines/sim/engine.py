@@ -24,6 +24,7 @@ class SimulatedEngine(Engine):
         self.profile = profile
         self.name = target.name  # type: ignore[misc]
         self.label = f"{target.label} (sim)"  # type: ignore[misc]
+        self.key_options = target.key_options  # type: ignore[misc]
 
     def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:
         return self.target.space(model, hardware)

@@ -66,6 +66,8 @@ def test_space_names_are_unique_and_defaults_lie_inside(engine) -> None:
     assert len(names) == len(set(names)), f"duplicate search names in {engine.name}"
     outside = [p.name for p in space if p.default is not None and not _default_in_space(p)]
     assert not outside, f"defaults outside their own space: {outside}"
+    assert engine.key_options, "the results table needs the engine's key options"
+    assert set(engine.key_options) <= {p.name for p in space}
 
 
 def test_defaults_validate_plan_and_export(engine) -> None:
