@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
+import time
 from pathlib import Path
 
 import optuna
@@ -35,6 +37,28 @@ def _tune_sqlite(storage: optuna.storages.RDBStorage) -> None:
     storage.engine.dispose()  # connections opened before the listener lack the pragmas
 
 
+# What a database says when another process created the same schema a moment earlier.
+_SCHEMA_RACE = ("UNIQUE constraint failed", "already exists", "duplicate key", "database is locked")
+_SCHEMA_ATTEMPTS = 8
+
+
+def _rdb_storage(url: str, kwargs: dict) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``, retried while another process is creating the same schema.
+
+    Workers started together on a new database all try to create Optuna's tables and its
+    alembic version row; all but one fail on a unique key or an existing type. Once the winner
+    commits, a retry finds the schema and only checks it, so a short jittered retry is race-free.
+    """
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except Exception as exc:
+            if attempt == _SCHEMA_ATTEMPTS - 1 or not any(s in str(exc) for s in _SCHEMA_RACE):
+                raise
+            time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``; SQLite parent folders are created, failures named.
 
@@ -54,7 +78,7 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.Ba
         kwargs = {}
         if heartbeat_s:
             kwargs = {"heartbeat_interval": heartbeat_s, "grace_period": heartbeat_s * 3}
-        storage = optuna.storages.RDBStorage(url, **kwargs)
+        storage = _rdb_storage(url, kwargs)
         if url.startswith("sqlite:"):
             _tune_sqlite(storage)
         return storage
