@@ -161,3 +161,45 @@ def test_explorer_notebook_renders_plot_and_widgets(jupyterlab):
             assert page.locator("text=winner: trial").count() >= 1
         finally:
             browser.close()
+
+
+def test_html_report_renders_its_front_in_chromium(tmp_path):
+    """The shared report opens from a file (no server) and draws its front with points."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    from playwright.sync_api import sync_playwright
+
+    from tuner.analysis.html_report import write_report
+    from tuner.spec import parse_spec
+    from tuner.study.loop import run_study
+
+    spec = parse_spec(
+        {
+            "name": "browser-report",
+            "model": "Llama-3.1-8B",
+            "hardware": {"gpu": "H100-SXM"},
+            "workload": {"preset": "chat", "num_requests": 100},
+            "engines": {"vllm": {"max_model_len": {"value": 8192}}},
+            "slos": {"ttft_p99_ms": 3000},
+            "budget": {"trials": 8},
+            "storage": f"sqlite:///{tmp_path}/r.db",
+        }
+    )
+    study = run_study(spec)
+    path = write_report(study, spec, tmp_path / "report.html")
+    shot = REPO / "test-artifacts" / "report.png"
+    shot.parent.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1600})
+            page.goto(path.as_uri(), timeout=60_000)
+            page.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=60_000)
+            page.screenshot(path=str(shot), full_page=True)
+            assert page.locator(".js-plotly-plot .scatterlayer .point").count() >= 2
+            assert "ESTIMATED" in page.locator("#kind").inner_text()
+            assert page.locator("#trials tr").count() == len(study.trials) + 1  # with header
+            assert "SLO" in page.locator(".js-plotly-plot").inner_text()
+        finally:
+            browser.close()

@@ -258,6 +258,19 @@ def export_cmd(
 
 
 @app.command()
+def report(
+    study: str = typer.Argument(..., help="study name or spec path"),
+    html: Path = typer.Option(..., "--html", help="the .html file to write"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+) -> None:
+    """Write a study as one self-contained HTML page (front, trials, baseline, winner)."""
+    from tuner.analysis.html_report import write_report
+
+    optuna_study, spec = _resolve(study, storage)
+    console.print(f"wrote {write_report(optuna_study, spec, html)}")
+
+
+@app.command()
 def space(spec_path: Path = typer.Argument(..., help="study spec (YAML)")) -> None:
     """Print the search space the spec defines, engine by engine."""
     from tuner.spec import load_spec
