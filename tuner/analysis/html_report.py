@@ -30,9 +30,6 @@ from tuner.spec import StudySpec
 from tuner.study.loop import make_context
 from tuner.study.storage import redact
 
-# SLO metric -> the axis it bounds, drawn as a dashed line on the front when that axis is shown.
-_SLO_STYLE = {"line_dash": "dash", "line_color": "#d62728", "opacity": 0.7}
-
 
 @dataclass(frozen=True)
 class ReportData:
@@ -141,14 +138,7 @@ def front_figure(data: ReportData) -> go.Figure:
     x = data.objectives[0]
     other = "ttft_p99_ms" if x != "ttft_p99_ms" else "output_tokens_per_s"
     y = data.objectives[1] if len(data.objectives) > 1 else other
-    fig = plot_pareto(data.front, x=x, y=y)
-    for metric, limit in data.slos.items():
-        text = f"SLO {label(metric)} <= {limit:g}"
-        if metric == x:
-            fig.add_vline(x=limit, annotation_text=text, **_SLO_STYLE)
-        elif metric == y:
-            fig.add_hline(y=limit, annotation_text=text, **_SLO_STYLE)
-    return fig
+    return plot_pareto(data.front, x=x, y=y, slos=data.slos)
 
 
 def render_html(data: ReportData) -> str:

@@ -253,7 +253,7 @@ class ExplorerModel:
         data = self.front if self.front is not None else []
         if z:
             return plot_pareto_3d(data, x, y, z, color="engine")
-        return plot_pareto(data, x, y, color="engine")
+        return plot_pareto(data, x, y, color="engine", slos=self.slos)
 
     def detail(self) -> pd.DataFrame | None:
         """The selected trial's identity, config and metrics as one two-column frame; a trial

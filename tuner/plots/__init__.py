@@ -22,6 +22,7 @@ from tuner.plots._style import (
     metric_value,
 )
 from tuner.plots.pareto import (
+    draw_slo_limits,
     error_bar,
     plot_fronts_overlay,
     plot_pareto,
@@ -46,6 +47,7 @@ __all__ = [
     "PALETTE",
     "WINNER_COLOR",
     "axis_title",
+    "draw_slo_limits",
     "error_bar",
     "hover_text",
     "interval",

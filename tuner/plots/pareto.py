@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 
 from engines.errors import StudyError
 from tuner.analysis.results import FrontResult, TrialRecord, pareto_front
+from tuner.objectives import DIRECTIONS
 from tuner.plots._style import (
     FRONT_COLOR,
     GREY_DOMINATED,
@@ -82,7 +83,7 @@ def plot_pareto(
     error_bars: bool = True,
 ) -> go.Figure:
     """2-D Pareto plot: infeasible and dominated trials grey, the feasible front as a line, the
-    winner as a red star, the baseline as an open diamond. ``color`` splits front points by
+    winner as a red star, the baseline as an open diamond, each SLO on a shown axis a dashed line. ``color`` splits front points by
     engine / precision / a config option. With ``error_bars``, trials measured several times
     show their confidence intervals on both axes (a front point whose bars overlap its
     neighbour's is not clearly better than it).
@@ -183,7 +184,27 @@ def plot_pareto(
         fig.add_annotation(
             text="no completed trials", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5
         )
+    draw_slo_limits(fig, slos or {}, x, y)
     return fig
+
+
+def draw_slo_limits(fig: go.Figure, slos: Mapping[str, float], x: str, y: str) -> go.Figure:
+    """A dashed line at each SLO limit that bounds a shown axis, labelled with the limit, so
+    the feasible region can be read off the plot instead of from the spec."""
+    style = {"line_dash": "dash", "line_color": WINNER_COLOR, "opacity": 0.6}
+    for metric, limit in slos.items():
+        if limit is None or not math.isfinite(limit):
+            continue
+        text = f"SLO {label(metric)} {_bound(metric)} {limit:g}"
+        if metric == x:
+            fig.add_vline(x=limit, annotation_text=text, **style)
+        elif metric == y:
+            fig.add_hline(y=limit, annotation_text=text, annotation_position="top left", **style)
+    return fig
+
+
+def _bound(metric: str) -> str:
+    return ">=" if DIRECTIONS.get(metric) == "maximize" else "<="
 
 
 def error_bar(records: Sequence[TrialRecord], metric: str) -> dict[str, Any] | None:

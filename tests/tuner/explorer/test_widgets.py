@@ -221,3 +221,13 @@ def test_detail_of_a_repeated_trial_lists_its_intervals_and_runs():
     ex.selected = 0
     other = ex.detail()
     assert not any(i.startswith("run ") or "interval" in i for i in other.index)
+
+
+def test_the_figure_draws_the_slo_limit_where_the_slider_put_it():
+    ex = ExplorerModel(hand_study())
+    ex.set_axes("output_tokens_per_s", "ttft_p99_ms")
+    ex.set_slo("ttft_p99_ms", 1000)
+    limits = [s.y0 for s in ex.figure().layout.shapes if s.line.dash == "dash"]
+    assert limits == [1000]
+    ex.set_slo("ttft_p99_ms", None)
+    assert not [s for s in ex.figure().layout.shapes if s.line.dash == "dash"]

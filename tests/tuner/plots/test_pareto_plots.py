@@ -252,3 +252,19 @@ def test_pareto_draws_intervals_of_repeated_trials_and_marks_the_baseline():
     sim = plot_pareto([record(3, 10.0, 5.0), record(4, 12.0, 6.0)], *XY)
     assert all(t.error_x.array is None and t.error_y.array is None for t in sim.data)
     assert not any(t.name.startswith("baseline") for t in sim.data)
+
+
+def test_slo_limits_on_shown_axes_are_dashed_lines_with_their_bound():
+    from tuner.plots import draw_slo_limits
+
+    fig = draw_slo_limits(
+        go.Figure(),
+        {"ttft_p99_ms": 2000, "output_tokens_per_s": 500, "tpot_p99_ms": 50},
+        "output_tokens_per_s",
+        "ttft_p99_ms",
+    )
+    shapes = {("v" if s.x0 == s.x1 else "h"): s for s in fig.layout.shapes}
+    assert shapes["v"].x0 == 500 and shapes["h"].y0 == 2000 and len(fig.layout.shapes) == 2
+    texts = {a.text.rsplit(" ", 2)[-2] for a in fig.layout.annotations}  # the bound's sign
+    assert texts == {">=", "<="}
+    assert any(a.text.endswith(">= 500") for a in fig.layout.annotations)
