@@ -57,6 +57,31 @@ def _nice(value: float) -> float:
     return math.ceil(value / scale) * scale
 
 
+def slider_step(low: float, high: float) -> float:
+    """A round step (1, 2 or 5 times a power of ten) giving about 200 positions over the range,
+    so one arrow key moves a latency SLO by a readable amount and the readout never jitters."""
+    span = high - low
+    if span <= 0 or not math.isfinite(span):
+        return 0.01
+    raw = span / 200
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def slider_format(step: float) -> str:
+    """A fixed readout format for a slider of ``step``: as many decimals as the step has."""
+    decimals = max(0, -math.floor(math.log10(step))) if step < 1 else 0
+    return f",.{decimals}f"
+
+
+def _nice_down(value: float) -> float:
+    """Round down to two significant digits, for the low end of a latency slider."""
+    if value <= 0 or not math.isfinite(value):
+        return 0.0
+    scale = 10 ** (math.floor(math.log10(value)) - 1)
+    return math.floor(value / scale) * scale
+
+
 class ExplorerModel:
     """What the Explorer shows, as plain state: trials, filters, SLOs, axes, front, selection.
 
@@ -126,8 +151,8 @@ class ExplorerModel:
         lo, hi = min(values), max(values)
         if metric in self.slos:
             lo, hi = min(lo, self.slos[metric]), max(hi, self.slos[metric])
-        if DIRECTIONS[metric] == "minimize":
-            low, high = 0.0, _nice(hi * 1.05)
+        if DIRECTIONS[metric] == "minimize":  # from just under the best trial, not from 0
+            low, high = _nice_down(lo * 0.8), _nice(hi * 1.05)
             return low, high, self.slos.get(metric, high)
         low, high = max(0.0, lo - 0.02 * abs(lo)), hi
         return low, high, self.slos.get(metric, low)

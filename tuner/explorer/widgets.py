@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 
 from engines.errors import ServetuneError
 from tuner.analysis.results import FrontResult, TrialRecord
-from tuner.explorer.model import FILTERS, SLIDER_METRICS, ExplorerModel
+from tuner.explorer.model import FILTERS, SLIDER_METRICS, ExplorerModel, slider_format, slider_step
 from tuner.objectives import DIRECTIONS
 from tuner.plots import label
 
@@ -129,13 +129,14 @@ class Explorer(ExplorerModel):
                 continue
             low, high, start = bounds
             sign = "≤" if DIRECTIONS[metric] == "minimize" else "≥"
+            step = slider_step(low, high)
             slider = w.FloatSlider(
                 min=low,
                 max=high,
                 value=start,
-                step=(high - low) / 200 or 0.01,
+                step=step,
                 description=f"{label(metric)} {sign}",
-                readout_format=".4g",
+                readout_format=slider_format(step),
                 continuous_update=False,
                 style={"description_width": "140px"},
                 layout=w.Layout(width="460px"),

@@ -1,3 +1,4 @@
+import math
 from pathlib import Path
 
 import optuna
@@ -231,3 +232,17 @@ def test_the_figure_draws_the_slo_limit_where_the_slider_put_it():
     assert limits == [1000]
     ex.set_slo("ttft_p99_ms", None)
     assert not [s for s in ex.figure().layout.shapes if s.line.dash == "dash"]
+
+
+def test_latency_sliders_start_near_the_data_and_step_in_round_amounts():
+    from tuner.explorer.model import slider_format, slider_step
+
+    ex = ExplorerModel(hand_study())
+    low, high, _ = ex.slider_range("ttft_p99_ms")
+    best = min(r.metrics["ttft_p99_ms"] for r in ex.completed)
+    assert 0 < low <= best < high  # not from 0: the range is where the trials are
+    for span_low, span_high in [(0, 12_000), (900, 4_300), (0.2, 0.97)]:
+        step = slider_step(span_low, span_high)
+        mantissa = step / 10 ** math.floor(math.log10(step))
+        assert round(mantissa, 6) in (1, 2, 5) and (span_high - span_low) / step <= 200
+    assert slider_format(100) == ",.0f" and slider_format(0.005) == ",.3f"
