@@ -141,3 +141,9 @@ def empty_figure(message: str) -> go.Figure:
 def axis_title(metric: str) -> str:
     arrow = "↑ better" if DIRECTIONS.get(metric) == "maximize" else "↓ better"
     return f"{label(metric)} ({arrow})"
+
+
+# Legends sit in their own band under the plot: anchored by their top edge below the x-axis
+# title (a legend at a fixed paper y overlapped the title as soon as it wrapped to two rows).
+LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0, "xanchor": "left"}
+MARGIN_WITH_LEGEND = {"t": 70, "l": 70, "r": 20, "b": 120}

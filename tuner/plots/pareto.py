@@ -23,6 +23,8 @@ from tuner.plots._style import (
     FRONT_COLOR,
     GREY_DOMINATED,
     GREY_INFEASIBLE,
+    LEGEND_BELOW,
+    MARGIN_WITH_LEGEND,
     PALETTE,
     WINNER_COLOR,
     FrontOrRecords,
@@ -176,9 +178,9 @@ def plot_pareto(
         title=title or titled(f"Pareto front: {label(x)} vs {label(y)}", front.records),
         xaxis_title=axis_title(x),
         yaxis_title=axis_title(y),
-        legend={"orientation": "h", "y": -0.2},
+        legend=LEGEND_BELOW,
         template="plotly_white",
-        margin={"t": 60, "l": 60, "r": 20, "b": 40},
+        margin=MARGIN_WITH_LEGEND,
     )
     if not front.records:
         fig.add_annotation(
@@ -347,7 +349,8 @@ def plot_fronts_overlay(
         xaxis_title=axis_title(x),
         yaxis_title=axis_title(y),
         template="plotly_white",
-        legend={"orientation": "h", "y": -0.2},
+        legend=LEGEND_BELOW,
+        margin=MARGIN_WITH_LEGEND,
     )
     return fig
 

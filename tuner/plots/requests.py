@@ -15,7 +15,13 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from engines.metrics import RequestRecord
-from tuner.plots._style import FRONT_COLOR, WINNER_COLOR, empty_figure
+from tuner.plots._style import (
+    FRONT_COLOR,
+    LEGEND_BELOW,
+    MARGIN_WITH_LEGEND,
+    WINNER_COLOR,
+    empty_figure,
+)
 
 WAIT_COLOR = "rgba(140,140,140,0.7)"
 DECODE_COLOR = FRONT_COLOR
@@ -77,8 +83,8 @@ def plot_request_timeline(
         yaxis_title="request (by start time)",
         yaxis={"autorange": "reversed"},
         template="plotly_white",
-        legend={"orientation": "h", "y": -0.15},
-        margin={"t": 70, "l": 60, "r": 20, "b": 40},
+        legend=LEGEND_BELOW,
+        margin=MARGIN_WITH_LEGEND,
         height=520,
     )
     return fig
