@@ -39,14 +39,29 @@ def _column(records: Records, param: str) -> dict[str, Any]:
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if numeric:
         return {"label": param, "values": [float(v) for v in values]}
-    cats = sorted({str(v) for v in values})
+    cats = sorted({_tick(v) for v in values}, key=_tick_order)
     index = {c: i for i, c in enumerate(cats)}
     return {
         "label": param,
-        "values": [index[str(v)] for v in values],
+        "values": [index[_tick(v)] for v in values],
         "tickvals": list(range(len(cats))),
         "ticktext": cats,
     }
+
+
+def _tick(value: Any) -> str:
+    """A category's label: numbers at 4 significant digits (no float noise), the rest as text."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _tick_order(text: str) -> tuple[int, float, str]:
+    """Numbers in numeric order (an option some engines lack, ``None``, below them), then text."""
+    try:
+        return (1, float(text), "")
+    except ValueError:
+        return (0 if text == "None" else 2, 0.0, text)
 
 
 def varying_params(records: Records, limit: int = 10) -> list[str]:
@@ -85,12 +100,15 @@ def plot_parallel_coordinates(
                 "colorbar": {"title": label(metric)},
             },
             dimensions=dims,
+            # long option names side by side overlapped into one line: tilt them
+            labelangle=-25,
+            labelside="top",
         )
     )
     fig.update_layout(
         title=titled(f"Options vs {label(metric)}", done),
         template="plotly_white",
-        margin={"l": 80, "r": 80, "t": 80, "b": 40},
+        margin={"l": 80, "r": 80, "t": 150, "b": 40},
     )
     return fig
 

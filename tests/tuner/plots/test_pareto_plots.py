@@ -139,7 +139,7 @@ def test_parallel_coordinates_handles_categorical_and_missing_options(records):
     (par,) = fig.data
     labels = [d.label for d in par.dimensions]
     assert labels == ["engine", "max_num_seqs", "max_batch_size", "output tokens/s"]
-    assert list(par.dimensions[2].ticktext) == ["8", "None"]
+    assert list(par.dimensions[2].ticktext) == ["None", "8"]  # a missing option at the bottom
     assert len(par.dimensions[0].values) == 6  # completed trials only
 
 
@@ -268,3 +268,14 @@ def test_slo_limits_on_shown_axes_are_dashed_lines_with_their_bound():
     texts = {a.text.rsplit(" ", 2)[-2] for a in fig.layout.annotations}  # the bound's sign
     assert texts == {">=", "<="}
     assert any(a.text.endswith(">= 500") for a in fig.layout.annotations)
+
+
+def test_parallel_coordinates_orders_numbers_numerically_without_float_noise():
+    from tuner.plots.search import _column
+
+    class Rec:
+        def __init__(self, value):
+            self.config = {"opt": value}
+
+    column = _column([Rec(v) for v in (1024, None, 18, 256, 0.8700000000000001)], "opt")
+    assert column["ticktext"] == ["None", "0.87", "18", "256", "1024"]
