@@ -19,7 +19,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from engines.errors import ServetuneError
-from tuner.console import fmt, poll_printer, print_front, progress_printer
+from tuner.console import (
+    attach_progress_lines,
+    fmt,
+    poll_printer,
+    print_front,
+    progress_printer,
+)
 from tuner.objectives import label
 from tuner.study.storage import redact
 
@@ -77,6 +83,7 @@ def run(
     remeasure: int | None = typer.Option(
         None, min=0, help="re-measure this many finalists with the baseline (spec finalists.count)"
     ),
+    quiet: bool = typer.Option(False, "--quiet", help="no line per trial event"),
 ) -> None:
     """Run (or resume) a study, then show its Pareto front and export the winner."""
     from tuner.spec import load_spec
@@ -93,6 +100,7 @@ def run(
         f"{spec.hardware.gpu}, engines {', '.join(spec.engines)}, runner {spec.runner}, "
         f"budget {spec.budget.trials} trials"
     )
+    attach_progress_lines(quiet)
     if workers > 1 or gpus:
         from tuner.study.workers import parse_gpus, run_workers
 
@@ -200,6 +208,7 @@ def worker(
     ),
     requeue_lost: bool = typer.Option(False, help="run a lost trial's config again"),
     name: str | None = typer.Option(None, help="study name (overrides the spec)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no line per trial event"),
 ) -> None:
     """Work on a shared study until its budget is used up; start one per host (or per GPU set)."""
     import os
@@ -213,6 +222,7 @@ def worker(
         f"{','.join(owned) if owned else 'unrestricted'}, budget "
         f"{spec.budget.trials} trials shared by all workers"
     )
+    attach_progress_lines(quiet)
     study = run_worker(
         spec,
         owned,

@@ -6,12 +6,16 @@ function takes the rich console to print on.
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
+import time
 
 from rich.console import Console
 from rich.table import Table
 
 from engines import engine_class
+from engines.progress import progress_log
 from tuner.objectives import label
 
 
@@ -39,7 +43,26 @@ def poll_printer(console: Console):
     return update
 
 
+def attach_progress_lines(quiet: bool = False, stream=None) -> logging.Handler | None:
+    """Print the ``servetune.progress`` events (engines.progress) as timestamped lines on
+    ``stream`` (stdout): to a terminal and to a log file alike. ``quiet`` prints none."""
+    logger = progress_log
+    for old in [h for h in logger.handlers if getattr(h, "servetune_lines", False)]:
+        logger.removeHandler(old)
+    if quiet:
+        return None
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.servetune_lines = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return handler
+
+
 def progress_printer(spec, console: Console):
+    """The run's progress: a line per finished trial (metrics, ratio to the baseline run in this
+    session, trials done, ETA) through the progress log, and a live bar on a terminal only."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(
@@ -51,29 +74,57 @@ def progress_printer(spec, console: Console):
         console=console,
         transient=True,
     )
-    state: dict = {"task": None, "best": None}
+    live = console.is_terminal
+    state: dict = {"task": None, "best": None, "baseline": None, "start": time.monotonic()}
+    metrics = [o.metric for o in spec.objectives]
     metric = spec.winner_metric
     sign = 1 if spec.objectives[0].direction == "maximize" else -1
 
     def update(outcome, done, total):
-        if state["task"] is None:
+        if live and state["task"] is None:
             progress.start()
             state["task"] = progress.add_task("trials", total=total, best="")
-        if outcome.state == "COMPLETE" and outcome.feasible:
-            idx = (
-                [o.metric for o in spec.objectives].index(metric)
-                if metric in [o.metric for o in spec.objectives]
-                else 0
-            )
-            value = outcome.values[idx]
+        if outcome.state == "COMPLETE" and outcome.feasible and metric in metrics:
+            value = outcome.values[metrics.index(metric)]
             if state["best"] is None or sign * value > sign * state["best"]:
                 state["best"] = value
-        best = f"best {label(metric)}: {state['best']:.4g}" if state["best"] is not None else ""
-        progress.update(state["task"], completed=done, best=best)
-        if total is not None and done >= total:
-            progress.stop()
+        if outcome.state == "COMPLETE" and spec.baseline and outcome.number == 0:
+            state["baseline"] = outcome.values
+        progress_log.info(trial_line(outcome, metrics, state, done, total))
+        if live:
+            best = f"best {label(metric)}: {state['best']:.4g}" if state["best"] is not None else ""
+            progress.update(state["task"], completed=done, best=best)
+            if total is not None and done >= total:
+                progress.stop()
 
     return update
+
+
+def trial_line(outcome, metrics: list[str], state: dict, done: int, total: int | None) -> str:
+    """``trial 3 COMPLETE: output tokens/s 8,412 (1.21x baseline), ...; 4/12 done, ETA 9 min``."""
+    if outcome.state == "COMPLETE" and outcome.values:
+        base = state.get("baseline")
+        parts = []
+        for i, (name, value) in enumerate(zip(metrics, outcome.values, strict=False)):
+            ratio = f" ({value / base[i]:.2f}x baseline)" if base and base[i] else ""
+            parts.append(f"{label(name)} {fmt(value)}{ratio}")
+        what = ", ".join(parts) + ("" if outcome.feasible else "; misses an SLO")
+    else:
+        what = outcome.reason or outcome.state.lower()
+    elapsed = time.monotonic() - state["start"]
+    eta = ""
+    if total and done and done < total:
+        eta = f", ETA {_duration(elapsed / done * (total - done))}"
+    counted = f"{done}/{total}" if total else str(done)
+    return f"trial {outcome.number} {outcome.state}: {what}; {counted} done{eta}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def print_front(study, console: Console) -> None:

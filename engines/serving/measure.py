@@ -42,6 +42,7 @@ from pathlib import Path
 from engines.base import Config, RunContext
 from engines.errors import EngineError
 from engines.metrics import Measurement, RequestRecord, cost_per_mtok, summarize
+from engines.progress import RunProgress, progress_log
 from engines.served import ServedEngine
 from engines.serving.lifecycle import HOST, ServerProcess, classify_failure, free_port
 from engines.serving.loadgen import LoadRequest, LoadResult, run_load
@@ -226,6 +227,8 @@ def _repeated_load(
     records: list[RequestRecord] = []
     warmup_records: list[RequestRecord] = []
     duration, deadline = 0.0, time.monotonic() + remaining_s
+    if warm:
+        progress_log.info("  warmup: %d requests", len(warm))
     if warm:  # a phase of its own that ends before the measured run starts, as in
         # `vllm bench serve`: run into the measured load, the warmup tail staggers the closed
         # loop's start and moved median TTFT by 2x against it on the H100 (crosscheck.json)
@@ -241,6 +244,7 @@ def _repeated_load(
         warmup_records += warmed.warmup_records
     while True:
         monitor = None if new_monitor is None else new_monitor()  # one per run: its own t0
+        progress_log.info("  run %d: measuring %d requests", index + 1, len(measured))
         result = run_load(
             server.base_url,
             model_id,
@@ -248,7 +252,7 @@ def _repeated_load(
             arrival_s=arrivals,
             concurrency=plan.concurrency,
             deadline_s=max(deadline - time.monotonic(), 1.0),
-            on_record=None if monitor is None else monitor.feed,
+            on_record=_watched(RunProgress(len(measured)), monitor),
             **load,
         )
         records += [_shifted(r, duration) for r in result.records]
@@ -256,6 +260,16 @@ def _repeated_load(
         if result.stopped or duration >= settings.min_duration_s or not measured:
             return LoadResult(records, duration, warmup_records, stopped=result.stopped)
         measured = source.redraw()
+
+
+def _watched(progress: RunProgress, monitor: OverloadMonitor | None):
+    """One record hook: progress lines first, then the monitor's verdict (which may stop)."""
+
+    def feed(record: RequestRecord) -> str | None:
+        progress.feed(record)
+        return None if monitor is None else monitor.feed(record)
+
+    return feed
 
 
 def _cycled(requests: list[LoadRequest], count: int) -> list[LoadRequest]:
@@ -395,8 +409,12 @@ def _start(engine: ServedEngine, config: Config, ctx: RunContext) -> ServerProce
             ),
             stop_grace_s=float(ctx.options.get("stop_grace_s", 30.0)),
         )
+        progress_log.info("  server starting on port %d: %s", port, " ".join(argv[:4]) + " ...")
         try:
-            return server.start()
+            begun = time.monotonic()
+            started = server.start()
+            progress_log.info("  server ready in %.0f s", time.monotonic() - begun)
+            return started
         except EngineError as exc:
             if exc.reason != "port_clash" or attempt == _PORT_RETRIES:
                 raise

@@ -283,3 +283,16 @@ def test_run_with_only_the_baseline_skips_re_measurement_and_still_exports(tmp_p
     assert done.returncode == 0, done.stderr[-2000:]
     assert "nothing to re-measure: no feasible trial besides the baseline" in done.stdout
     assert "exported trial 0" in done.stdout
+
+
+def test_run_prints_a_line_per_trial_with_its_eta_and_quiet_prints_none(tmp_path):
+    spec = _write(tmp_path, {**SPEC, "storage": f"sqlite:///{tmp_path}/lines.db"})
+    done = servetune("run", str(spec), "--no-export", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    started = [line for line in done.stdout.splitlines() if " trial 0 (vllm): " in line]
+    assert started and started[0].endswith("the engine's defaults")
+    finished = [line for line in done.stdout.splitlines() if " trial 0 COMPLETE: " in line]
+    assert finished and "(1.00x baseline)" in finished[0] and "ETA" in finished[0]
+    again = _write(tmp_path, {**SPEC, "name": "q", "storage": f"sqlite:///{tmp_path}/q.db"})
+    quiet = servetune("run", str(again), "--no-export", "--quiet", cwd=tmp_path)
+    assert quiet.returncode == 0 and " COMPLETE: " not in quiet.stdout

@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from engines import Engine, EngineError, RunContext, get_engine
 from engines.errors import StudyError
 from engines.metrics import Measurement
+from engines.progress import progress_log
 from engines.space import apply_overrides, named_config, space_defaults
 from tuner.objectives import constraint_values, request_slo
 from tuner.spec import StudySpec, parse_spec
@@ -289,6 +290,13 @@ def run_study(
     return persistent
 
 
+def short_config(config: dict[str, Any], space: list) -> str:
+    """The options of ``config`` that differ from the engine's defaults, as ``k=v`` (one line)."""
+    defaults = space_defaults(space)
+    changed = [f"{k}={v}" for k, v in config.items() if k in defaults and defaults[k] != v]
+    return ", ".join(changed) or "the engine's defaults"
+
+
 def run_one_trial(
     study: optuna.Study, spec: StudySpec, engines: dict[str, Engine], spaces: dict[str, list]
 ) -> TrialOutcome:
@@ -323,6 +331,9 @@ def run_one_trial(
         return TrialOutcome(
             trial.number, engine_name, "PRUNED", None, False, f"{veto[0]}: {veto[1]}", config
         )
+    progress_log.info(
+        "trial %d (%s): %s", trial.number, engine_name, short_config(config, spaces[engine_name])
+    )
     try:
         return _measure(study, trial, spec, engine, config, ctx)
     except KeyboardInterrupt:
