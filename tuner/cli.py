@@ -7,7 +7,6 @@ shows the traceback instead.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import warnings
 from pathlib import Path
@@ -16,17 +15,18 @@ import optuna
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from engines.errors import ServetuneError
 from tuner.console import (
     attach_progress_lines,
-    fmt,
     poll_printer,
+    print_calibration,
+    print_fidelity,
     print_front,
+    print_remeasured,
+    print_space,
     progress_printer,
 )
-from tuner.objectives import label
 from tuner.study.storage import redact
 
 app = typer.Typer(
@@ -134,23 +134,7 @@ def _remeasure(study, spec, count: int) -> None:
     rounds = spec.finalists.rounds
     console.print(f"re-measuring {count} finalists and the baseline, {rounds} rounds interleaved")
     outcome = remeasure_study(study, spec, count)
-    ratios = outcome.ratios()
-    metric = outcome.metric
-    table = Table(title=f"Re-measured ({rounds} rounds): {label(metric)}, CI and x baseline")
-    for col in ("trial", "feasible", label(metric), "CI", "x baseline"):
-        table.add_column(col, justify="right")
-    for r in outcome.results:
-        low, high = r.intervals.get(metric, (math.nan, math.nan))
-        ratio = ratios.get(r.trial, {}).get(metric)
-        mark = " *" if r.trial == outcome.winner else ""
-        table.add_row(
-            f"{r.trial}{mark}" + (" (baseline)" if r.baseline else ""),
-            "yes" if r.feasible else "no",
-            fmt(r.metrics.get(metric)),
-            f"[{fmt(low)}, {fmt(high)}]",
-            "-" if ratio is None else f"{ratio:.2f}x",
-        )
-    console.print(table)
+    print_remeasured(outcome, rounds, console)
 
 
 def _spec_with_overrides(spec_path: Path, trials: int | None, **overrides):
@@ -288,20 +272,7 @@ def space(spec_path: Path = typer.Argument(..., help="study spec (YAML)")) -> No
 
     spec = load_spec(spec_path)
     for engine, params in search_spaces(spec, build_engines(spec)).items():
-        table = Table(title=f"{engine} search space")
-        for col in ("option", "kind", "values", "default", "only when"):
-            table.add_column(col)
-        for p in params:
-            values = (
-                ", ".join(map(str, p.choices))
-                if p.kind == "categorical"
-                else f"[{p.low}, {p.high}]"
-                + (" log" if p.log else "")
-                + (f" step {p.step}" if p.step else "")
-            )
-            when = ", ".join(f"{k} in {list(v)}" for k, v in p.when.items())
-            table.add_row(p.name, p.kind, values, str(p.default), when)
-        console.print(table)
+        print_space(engine, params, console)
 
 
 @app.command()
@@ -344,21 +315,7 @@ def calibrate(
     points = load_points(studies, storage, reference)
     cal = fit(points, name, holdout, seed)
     path = write_profile(cal, out)
-    table = Table(
-        title=f"{name}: {cal.engine} on {cal.gpu}, {len(cal.train)} train / "
-        f"{len(cal.test)} held-out measurements"
-    )
-    for col in ("constant", "shipped", "fitted"):
-        table.add_column(col, justify="right" if col != "constant" else "left")
-    for key, value in cal.fitted.items():
-        table.add_row(key, f"{cal.shipped[key]:.4g}", f"{value:.4g}")
-    console.print(table)
-    for split, errors in cal.fit_errors.items():
-        if errors:
-            shown = ", ".join(f"{label(m)} {v:.1f}%" for m, v in errors.items())
-            console.print(f"median abs error ({split}): {shown}")
-    if cal.not_identified:
-        console.print(f"[dim]not identified by this data: {', '.join(cal.not_identified)}[/]")
+    print_calibration(cal, console)
     console.print(f"[bold green]wrote[/] {path}")
 
 
@@ -380,31 +337,7 @@ def fidelity(
     from tuner.calibration.report import report_markdown
 
     report = fidelity_report(load_points(studies, storage, reference), "fidelity", holdout, seed)
-    table = Table(title="Sim fidelity: predicted / measured (abs % error)")
-    for col in ("point", "predictor", *METRICS):
-        table.add_column(label(col) if col in METRICS else col)
-    cells: dict[tuple[str, str], dict[str, str]] = {}
-    for r in report.rows:
-        cells.setdefault((r["point"], r["predictor"]), {})[r["metric"]] = (
-            f"{fmt(r['predicted'])} / {fmt(r['measured'])} ({r['ape_pct']:.0f}%)"
-        )
-    for (point, predictor), values in cells.items():
-        table.add_row(point, predictor, *[values.get(m, "-") for m in METRICS])
-    console.print(table)
-    summary = Table(title="Median / worst abs % error; throughput ranking over configs")
-    for col in ("predictor", *METRICS, "Spearman", "best in top-3"):
-        summary.add_column(label(col) if col in METRICS else col)
-    for predictor, stats in report.summary.items():
-        rank = report.ranking[predictor]
-        summary.add_row(
-            predictor,
-            *[f"{s['median']:.1f} / {s['worst']:.1f}" if s["n"] else "-" for s in stats.values()],
-            "-" if rank["spearman"] is None else f"{rank['spearman']:.2f}",
-            str(rank["best_in_top3"]),
-        )
-    console.print(summary)
-    for note in report.notes:
-        console.print(f"[dim]{note}[/]")
+    print_fidelity(report, METRICS, console)
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=1, default=str))
         console.print(f"wrote {json_out}")

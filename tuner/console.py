@@ -191,3 +191,91 @@ def fmt(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def print_remeasured(outcome, rounds: int, console: Console) -> None:
+    """The re-measured finalists: each metric value, its interval and its multiple of the baseline."""
+    ratios = outcome.ratios()
+    metric = outcome.metric
+    table = Table(title=f"Re-measured ({rounds} rounds): {label(metric)}, CI and x baseline")
+    for col in ("trial", "feasible", label(metric), "CI", "x baseline"):
+        table.add_column(col, justify="right")
+    for r in outcome.results:
+        low, high = r.intervals.get(metric, (math.nan, math.nan))
+        ratio = ratios.get(r.trial, {}).get(metric)
+        mark = " *" if r.trial == outcome.winner else ""
+        table.add_row(
+            f"{r.trial}{mark}" + (" (baseline)" if r.baseline else ""),
+            "yes" if r.feasible else "no",
+            fmt(r.metrics.get(metric)),
+            f"[{fmt(low)}, {fmt(high)}]",
+            "-" if ratio is None else f"{ratio:.2f}x",
+        )
+    console.print(table)
+
+
+def print_space(engine: str, params, console: Console) -> None:
+    """One engine's search space: each option, its kind, values, default and condition."""
+    table = Table(title=f"{engine} search space")
+    for col in ("option", "kind", "values", "default", "only when"):
+        table.add_column(col)
+    for p in params:
+        values = (
+            ", ".join(map(str, p.choices))
+            if p.kind == "categorical"
+            else f"[{p.low}, {p.high}]"
+            + (" log" if p.log else "")
+            + (f" step {p.step}" if p.step else "")
+        )
+        when = ", ".join(f"{k} in {list(v)}" for k, v in p.when.items())
+        table.add_row(p.name, p.kind, values, str(p.default), when)
+    console.print(table)
+
+
+def print_calibration(cal, console: Console) -> None:
+    """A fitted profile: its constants (shipped vs fitted), errors per split, what the data
+    could not identify."""
+    table = Table(
+        title=f"{cal.name}: {cal.engine} on {cal.gpu}, {len(cal.train)} train / "
+        f"{len(cal.test)} held-out measurements"
+    )
+    for col in ("constant", "shipped", "fitted"):
+        table.add_column(col, justify="right" if col != "constant" else "left")
+    for key, value in cal.fitted.items():
+        table.add_row(key, f"{cal.shipped[key]:.4g}", f"{value:.4g}")
+    console.print(table)
+    for split, errors in cal.fit_errors.items():
+        if errors:
+            shown = ", ".join(f"{label(m)} {v:.1f}%" for m, v in errors.items())
+            console.print(f"median abs error ({split}): {shown}")
+    if cal.not_identified:
+        console.print(f"[dim]not identified by this data: {', '.join(cal.not_identified)}[/]")
+
+
+def print_fidelity(report, metrics, console: Console) -> None:
+    """A fidelity report: predicted / measured per point and predictor, then the summary."""
+    table = Table(title="Sim fidelity: predicted / measured (abs % error)")
+    for col in ("point", "predictor", *metrics):
+        table.add_column(label(col) if col in metrics else col)
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for r in report.rows:
+        cells.setdefault((r["point"], r["predictor"]), {})[r["metric"]] = (
+            f"{fmt(r['predicted'])} / {fmt(r['measured'])} ({r['ape_pct']:.0f}%)"
+        )
+    for (point, predictor), values in cells.items():
+        table.add_row(point, predictor, *[values.get(m, "-") for m in metrics])
+    console.print(table)
+    summary = Table(title="Median / worst abs % error; throughput ranking over configs")
+    for col in ("predictor", *metrics, "Spearman", "best in top-3"):
+        summary.add_column(label(col) if col in metrics else col)
+    for predictor, stats in report.summary.items():
+        rank = report.ranking[predictor]
+        summary.add_row(
+            predictor,
+            *[f"{s['median']:.1f} / {s['worst']:.1f}" if s["n"] else "-" for s in stats.values()],
+            "-" if rank["spearman"] is None else f"{rank['spearman']:.2f}",
+            str(rank["best_in_top3"]),
+        )
+    console.print(summary)
+    for note in report.notes:
+        console.print(f"[dim]{note}[/]")
