@@ -1,13 +1,14 @@
 """Ground truth: every point of a scenario's space, validated and simulated once, cached on disk.
 
 Points are evaluated with the engine's ``validate`` and ``run`` directly (no Optuna), in a process
-pool. The cache is keyed by a hash of the spec and the simulator's profile version, so editing a
-scenario or the simulator's constants recomputes it.
+pool. The cache is keyed by a hash of the spec, the simulator's profile version and the engines'
+spaces, so editing a scenario, the simulator's constants or an engine's options recomputes it.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import math
@@ -93,8 +94,9 @@ def _engines(spec: StudySpec) -> dict[str, Engine]:
     return _ENGINE_CACHE[key]
 
 
-def _cache_key(spec: StudySpec) -> str:
-    """What the points depend on: the spec's measured part (its hash) and the sim constants."""
+def _cache_key(spec: StudySpec, spaces: dict[str, list[Param]]) -> str:
+    """What the points depend on: the spec's measured part (its hash), the sim constants and the
+    engines' spaces (an option added to an engine changes every config, so every key)."""
     from engines.sim.profiles import profile_version
 
     profile = spec.sim_profile
@@ -102,7 +104,15 @@ def _cache_key(spec: StudySpec) -> str:
         # which differs per checkout (the key changed in every clone and the tests rewrote the
         # committed cache)
         spec = spec.model_copy(update={"sim_profile": Path(profile).name})
-    return f"{spec.spec_hash()}-{profile_version(profile)}"
+    return f"{spec.spec_hash()}-{profile_version(profile)}-{_space_digest(spaces)}"
+
+
+def _space_digest(spaces: dict[str, list[Param]]) -> str:
+    described = {
+        engine: [[p.name, p.kind, list(p.choices or []), p.low, p.high] for p in space]
+        for engine, space in spaces.items()
+    }
+    return hashlib.sha256(json.dumps(described, default=str).encode()).hexdigest()[:12]
 
 
 def load_grid(
@@ -111,13 +121,13 @@ def load_grid(
     """The scenario's grid, from the cache or evaluated now (and cached)."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     path = CACHE_DIR / f"{name}.json.gz"
-    key = _cache_key(spec)
+    engines = build_engines(spec)
+    spaces = search_spaces(spec, engines)
+    key = _cache_key(spec, spaces)
     if path.is_file():
         data = json.loads(gzip.decompress(path.read_bytes()))
         if data.get("key") == key:
             return Grid(name, data["points"])
-    engines = build_engines(spec)
-    spaces = search_spaces(spec, engines)
     todo = [(spec, e, c) for e, space in spaces.items() for c in enumerate_space(space)]
     points: dict[str, dict[str, Any]] = {}
     log.info("evaluating the %d-point grid of %s", len(todo), name)
