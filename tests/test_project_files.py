@@ -35,3 +35,11 @@ def test_readme_main_job_runs_the_quickstart_spec():
     readme = (ROOT / "README.md").read_text()
     assert 'pip install -e ".[dev]" && servetune run studies/quickstart.yaml' in readme
     assert (ROOT / "studies" / "quickstart.yaml").is_file()
+
+
+def test_the_readme_copy_of_the_quickstart_spec_is_the_file():
+    readme = (ROOT / "README.md").read_text()
+    after = readme.split("A study is one YAML file (`studies/quickstart.yaml`):", 1)[1]
+    copy = yaml.safe_load(re.search(r"```yaml\n(.*?)```", after, re.S).group(1))
+    spec = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    assert copy == spec

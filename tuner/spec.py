@@ -30,6 +30,7 @@ _NOT_HASHED = {
     "warm_start",
     "baseline",
     "learn_failures",
+    "allow_repeats",
     "finalists",
 }
 SAMPLERS = ("nsga2", "tpe", "random", "grid", "gp", "auto")
@@ -181,6 +182,11 @@ class StudySpec(BaseModel):
         default=True,
         description="veto configs the failure model (tuner.study.vetoes) expects to "
         "fail when they run; vetoed suggestions use no budget",
+    )
+    allow_repeats: bool = Field(
+        default=False,
+        description="let a sampler measure a config the study already measured (to see run-to-"
+        "run noise); off, no sampler spends a trial on a repeat",
     )
     warm_start: dict[str, Any] | None = Field(
         default=None,

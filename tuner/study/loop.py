@@ -31,9 +31,11 @@ from engines.space import apply_overrides, named_config, space_defaults
 from tuner.objectives import constraint_values, request_slo
 from tuner.spec import StudySpec, parse_spec
 from tuner.study.mirror import can_mirror, in_memory_twin, persist_new
+from tuner.study.repeats import DRAWS as REPEAT_DRAWS
+from tuner.study.repeats import queue_unmeasured, stuck_on_repeats
 from tuner.study.search import config_params, make_sampler, suggest_config
 from tuner.study.storage import open_storage, redact
-from tuner.study.strategy import pre_run_veto, teach_validity
+from tuner.study.strategy import DUPLICATE_REASON, pre_run_veto, teach_validity
 from tuner.versions import tool_versions
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,7 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
     study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
     study.set_user_attr("spec_hash", spec.spec_hash())
     study.set_user_attr("objectives", [o.metric for o in spec.objectives])
+    study.set_metric_names([o.metric for o in spec.objectives])  # optuna-dashboard's axis titles
     study.set_user_attr("slos", spec.slos)
     study.set_user_attr("versions", tool_versions())
     return study
@@ -265,7 +268,7 @@ def run_study(
         rejected_in_a_row = 0
         while (total is None or counted_trials(study) < total) and time.monotonic() < deadline:
             if search_exhausted(study):  # this run told the grid's last trial, or an earlier one
-                log.info("every config of the grid was tried; stopping")
+                log.info("every config the search can offer was measured; stopping")
                 break
             outcome = run_one_trial(study, spec, engines, spaces)
             if mirrored:
@@ -321,13 +324,16 @@ def run_one_trial(
         spaces,
         engine_name,
         config,
-        skip_duplicates=spec.sampler == "auto" and not spec.workload.sweep,
+        skip_duplicates=not spec.allow_repeats,
         learn_failures=spec.learn_failures,
+        load=load,
     )
     if veto:  # free: told as PRUNED, not counted (NOT_COUNTED), capped in tuner.study.strategy
         trial.set_user_attr("fail", {"reason": veto[0], "detail": veto[1]})
         _set_constraints(trial, spec, [1.0] * len(spec.slos))
         _tell(study, trial, state=TrialState.PRUNED)
+        if veto[0] == DUPLICATE_REASON and not spec.allow_repeats and stuck_on_repeats(study):
+            _queue_unmeasured_or_stop(study, spec, engines, spaces)
         return TrialOutcome(
             trial.number, engine_name, "PRUNED", None, False, f"{veto[0]}: {veto[1]}", config
         )
@@ -339,6 +345,17 @@ def run_one_trial(
     except KeyboardInterrupt:
         _fail(study, trial, "interrupted", "stopped by the user")
         raise
+
+
+def _queue_unmeasured_or_stop(
+    study: optuna.Study, spec: StudySpec, engines: dict[str, Engine], spaces: dict[str, list]
+) -> None:
+    """The sampler only re-proposes measured configs: queue an unmeasured one for the next
+    trial, or mark the search exhausted when none is left (:mod:`tuner.study.repeats`)."""
+    loads = list(spec.workload.sweep) if spec.workload.sweep else None
+    if queue_unmeasured(study, spaces, _validity(spec, engines), loads) is None:
+        log.info("no unmeasured valid config found in %d random draws", REPEAT_DRAWS)
+        study.set_user_attr(SEARCH_EXHAUSTED, True)
 
 
 def _validity(spec: StudySpec, engines: dict[str, Engine]) -> Callable[[str, Any], bool]:
@@ -437,7 +454,8 @@ def _tell(
 
 
 def search_exhausted(study: optuna.Study) -> bool:
-    """Whether the sampler has tried every config it can offer (``sampler: grid``)."""
+    """Whether the sampler has tried every config it can offer (``sampler: grid``, or random
+    draws found no unmeasured config: :mod:`tuner.study.repeats`)."""
     return bool(study.user_attrs.get(SEARCH_EXHAUSTED))
 
 

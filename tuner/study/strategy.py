@@ -198,9 +198,12 @@ def _in_a_row(study: optuna.Study, reason: str) -> int:
     return count
 
 
-def duplicate_of(study: optuna.Study, engine: str, config: Mapping[str, Any]) -> int | None:
-    """Number of the finished trial that already measured ``config`` (None if none did): one
-    that completed, failed, or was stopped early as overloaded (PRUNED after it ran)."""
+def duplicate_of(
+    study: optuna.Study, engine: str, config: Mapping[str, Any], load: float | None = None
+) -> int | None:
+    """Number of the finished trial that already measured ``config`` (at load level ``load``,
+    when the study sweeps one) or None: one that completed, failed, or was stopped early as
+    overloaded (PRUNED after it ran)."""
     key = _key(engine, config)
     for t in study.get_trials(deepcopy=False):
         ran = t.state in (TrialState.COMPLETE, TrialState.FAIL) or (
@@ -209,10 +212,16 @@ def duplicate_of(study: optuna.Study, engine: str, config: Mapping[str, Any]) ->
         if (
             ran
             and t.user_attrs.get("engine") == engine
+            and t.user_attrs.get("load") == load
             and _key(engine, t.user_attrs.get("config", {})) == key
         ):
             return t.number
     return None
+
+
+def duplicates_in_a_row(study: optuna.Study) -> int:
+    """How many of the study's latest finished trials in a row were re-proposals."""
+    return _in_a_row(study, DUPLICATE_REASON)
 
 
 def pre_run_veto(
@@ -222,10 +231,15 @@ def pre_run_veto(
     config: Mapping[str, Any],
     skip_duplicates: bool,
     learn_failures: bool,
+    load: float | None = None,
 ) -> tuple[str, str] | None:
-    """(reason, detail) why this suggestion should not run, or None to run it."""
+    """(reason, detail) why this suggestion should not run, or None to run it.
+
+    Past ``MAX_DUPLICATES_IN_A_ROW`` re-proposals a duplicate runs (the loop ends either way); the
+    study loop keeps that from happening by queueing an unmeasured config first
+    (:mod:`tuner.study.repeats`)."""
     if skip_duplicates and _in_a_row(study, DUPLICATE_REASON) < MAX_DUPLICATES_IN_A_ROW:
-        number = duplicate_of(study, engine, config)
+        number = duplicate_of(study, engine, config, load)
         if number is not None:
             return DUPLICATE_REASON, f"already measured as trial {number}"
     if learn_failures:

@@ -75,6 +75,7 @@ def _spec(storage: str, trials: int, **changes):
         "seed": 0,
         "sampler": "random",
         "baseline": False,
+        "allow_repeats": True,  # budgets of 8-200 trials over 3 configs: the budget is the point
     }
     data.update(changes)
     return parse_spec(data)
