@@ -55,6 +55,7 @@ def test_study_runs_records_measurements_and_opens_with_plain_optuna(tmp_path):
         assert set(t.user_attrs["config"]) >= {"max_num_seqs", "gpu_memory_utilization"}
         assert "sim_profile" in t.user_attrs["result"]["versions"]
     assert study.user_attrs["spec_hash"] == spec.spec_hash()
+    assert study.metric_names == [o.metric for o in spec.objectives]  # optuna-dashboard's titles
 
 
 def test_feasibility_follows_the_slos(tmp_path):
