@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 from engines.base import Param
@@ -58,6 +59,22 @@ def _override(param: Param, value: Any, where: str) -> Param:
     if merged.log and merged.low <= 0:
         raise SpecError(f"{where}: log scale needs low > 0, got {merged.low}")
     return merged
+
+
+def on_step(value: float, step: float | None) -> float:
+    """``value`` rounded to the decimals of ``step`` (0.8700000000000001 -> 0.87 for step 0.01):
+    Optuna's stepped floats are ``low + k * step`` in binary floating point, and the noise
+    reached exported YAML, commands and tables. Without a step, 12 significant digits."""
+    if not step:
+        return float(f"{value:.12g}")
+    decimals = max(0, -Decimal(repr(float(step))).normalize().as_tuple().exponent)
+    return round(value, int(decimals))
+
+
+def tidy_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with float noise removed (12 significant digits): for configs stored before
+    :func:`on_step` was applied at suggestion time."""
+    return {k: on_step(v, None) if isinstance(v, float) else v for k, v in config.items()}
 
 
 def space_defaults(space: list[Param]) -> dict[str, Any]:

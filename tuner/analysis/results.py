@@ -16,6 +16,7 @@ import optuna
 import pandas as pd
 
 from engines.errors import StudyError
+from engines.space import tidy_config
 from tuner.analysis.pareto import hypervolume, pareto_mask, pick_winner, reference_point
 from tuner.objectives import DIRECTIONS, constraint_values
 
@@ -52,7 +53,7 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
                 number=t.number,
                 state=t.state.name,
                 engine=a.get("engine", "?"),
-                config=dict(a.get("config", {})),
+                config=tidy_config(a.get("config", {})),
                 metrics=dict(a.get("metrics", {})),
                 feasible=bool(result.get("feasible", False)),
                 estimated=bool(result.get("estimated", False)),

@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 
 from engines.base import Param
+from engines.space import on_step
 from tuner.study.search import config_params
 from tuner.study.strategy import MAX_DUPLICATES_IN_A_ROW, duplicate_of, duplicates_in_a_row
 
@@ -80,4 +81,4 @@ def _draw(param: Param, rng: random.Random) -> Any:
         value = rng.uniform(low, high)
     if param.kind == "int":
         return min(int(high), max(int(low), int(round(value))))
-    return round(value, 10)
+    return on_step(value, None if param.log else param.step)

@@ -12,6 +12,7 @@ import optuna
 
 from engines.base import Param
 from engines.errors import SpecError
+from engines.space import on_step
 
 ENGINE_PARAM = "engine"
 
@@ -56,7 +57,8 @@ def config_from_params(
         key = param_key(engine, param.search_name)
         if key not in params:
             return None
-        config[param.name] = params[key]
+        value = params[key]
+        config[param.name] = on_step(value, param.step) if param.kind == "float" else value
     return config
 
 
@@ -72,13 +74,14 @@ def _suggest(trial: optuna.Trial, key: str, param: Param) -> Any:
             step=1 if param.log else step,
             log=param.log,
         )
-    return trial.suggest_float(
+    value = trial.suggest_float(
         key,
         float(param.low),
         float(param.high),  # type: ignore[arg-type]
         step=None if param.log else param.step,
         log=param.log,
     )
+    return on_step(value, None if param.log else param.step)
 
 
 def config_params(
