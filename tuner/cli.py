@@ -24,6 +24,7 @@ from tuner.console import (
     print_fidelity,
     print_front,
     print_remeasured,
+    print_run_header,
     print_space,
     progress_printer,
 )
@@ -95,11 +96,7 @@ def run(
         from tuner.spec import parse_spec
 
         spec = parse_spec(spec.model_dump(mode="json"), str(spec_path))
-    console.print(
-        f"[bold]{spec.name}[/]: {spec.model.name} on {spec.hardware.count}x "
-        f"{spec.hardware.gpu}, engines {', '.join(spec.engines)}, runner {spec.runner}, "
-        f"budget {spec.budget.trials} trials"
-    )
+    print_run_header(console, spec)
     attach_progress_lines(quiet)
     if workers > 1 or gpus:
         from tuner.study.workers import parse_gpus, run_workers

@@ -17,6 +17,7 @@ from rich.table import Table
 from engines import engine_class
 from engines.progress import progress_log
 from tuner.objectives import label
+from tuner.spec import StudySpec
 
 
 def poll_printer(console: Console):
@@ -279,3 +280,20 @@ def print_fidelity(report, metrics, console: Console) -> None:
     console.print(summary)
     for note in report.notes:
         console.print(f"[dim]{note}[/]")
+
+
+def print_run_header(console: Console, spec: StudySpec) -> None:
+    """What a run is about to do, and which of the spec's fields won over its preset's."""
+    from tuner.presets import preset_overrides
+
+    console.print(
+        f"[bold]{spec.name}[/]: {spec.model.name} on {spec.hardware.count}x "
+        f"{spec.hardware.gpu}, engines {', '.join(spec.engines)}, runner {spec.runner}, "
+        f"budget {spec.budget.trials} trials"
+    )
+    won = preset_overrides(spec)
+    if won:
+        console.print(
+            f"preset {spec.preset}: the spec's own {', '.join(won)} "
+            f"{'wins' if len(won) == 1 else 'win'} over the preset's"
+        )

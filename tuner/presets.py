@@ -83,3 +83,26 @@ def apply_preset(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         elif key in _MERGED and isinstance(given, dict):
             out[key] = {**value, **given}
     return out
+
+
+def preset_overrides(spec: Any) -> list[str]:
+    """The fields of ``spec`` (a validated StudySpec) whose own values won over its preset's,
+    dotted (``slos.ttft_p99_ms``, ``objectives``): printed at the start of a run, so a preset
+    never changes a study silently or is silently changed."""
+    if not spec.preset:
+        return []
+    won = []
+    for key, value in PRESETS[spec.preset].items():
+        given = getattr(spec, key)
+        given = given.model_dump(mode="json") if hasattr(given, "model_dump") else given
+        if key == "objectives":
+            given = [o.model_dump(mode="json") for o in spec.objectives]
+            if [(o["metric"], o["direction"]) for o in given] != [
+                (o["metric"], o["direction"]) for o in value
+            ]:
+                won.append(key)
+        elif isinstance(value, dict):
+            won += [f"{key}.{k}" for k, v in value.items() if given.get(k) != v]
+        elif given != value:
+            won.append(key)
+    return won

@@ -296,3 +296,13 @@ def test_run_prints_a_line_per_trial_with_its_eta_and_quiet_prints_none(tmp_path
     again = _write(tmp_path, {**SPEC, "name": "q", "storage": f"sqlite:///{tmp_path}/q.db"})
     quiet = servetune("run", str(again), "--no-export", "--quiet", cwd=tmp_path)
     assert quiet.returncode == 0 and " COMPLETE: " not in quiet.stdout
+
+
+def test_run_says_which_fields_won_over_the_preset(tmp_path):
+    data = {**SPEC, "preset": "throughput", "storage": f"sqlite:///{tmp_path}/p.db"}
+    data["budget"] = {"trials": 2}
+    done = servetune("run", str(_write(tmp_path, data)), "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "preset throughput: the spec's own slos.ttft_p99_ms wins over the preset's" in " ".join(
+        done.stdout.split()
+    )

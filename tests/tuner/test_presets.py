@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engines.errors import SpecError
-from tuner.presets import PRESETS
+from tuner.presets import PRESETS, preset_overrides
 from tuner.spec import parse_spec
 
 BASE = {"name": "p", "model": "Llama-3.1-8B", "hardware": {"gpu": "H100-SXM"}}
@@ -44,3 +44,20 @@ def test_balanced_searches_capacity_and_others_do_not() -> None:
 def test_unknown_preset_is_one_clear_error() -> None:
     with pytest.raises(SpecError, match="unknown preset 'fast'"):
         parse_spec({**BASE, "preset": "fast"})
+
+
+def test_the_fields_that_win_over_a_preset_are_named() -> None:
+    spec = parse_spec(
+        {
+            **BASE,
+            "preset": "latency",
+            "slos": {"ttft_p99_ms": 900},
+            "winner": {"metric": "tpot_p99_ms"},
+        }
+    )
+    assert preset_overrides(spec) == ["slos.ttft_p99_ms", "winner.metric"]
+    assert preset_overrides(parse_spec({**BASE, "preset": "latency"})) == []
+    own = [{"metric": "output_tokens_per_s", "direction": "maximize"}]
+    assert preset_overrides(parse_spec({**BASE, "preset": "cost", "objectives": own})) == [
+        "objectives"
+    ]
