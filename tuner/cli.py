@@ -91,6 +91,12 @@ def run(
     from tuner.study.loop import run_study, search_exhausted
 
     spec = load_spec(spec_path, storage=storage, name=name, sampler=sampler, preset=preset)
+    if trials is None:
+        from tuner.study.replay import replay_budget
+
+        trials = replay_budget(spec)
+        if trials is not None:
+            console.print(f"measuring the replayed configs ({trials} trials; --trials for more)")
     if trials is not None:
         spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"trials": trials})})
         from tuner.spec import parse_spec

@@ -306,3 +306,28 @@ def test_run_says_which_fields_won_over_the_preset(tmp_path):
     assert "preset throughput: the spec's own slos.ttft_p99_ms wins over the preset's" in " ".join(
         done.stdout.split()
     )
+
+
+def test_the_tour_replay_measures_just_the_replayed_configs(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    source = {**SPEC, "storage": f"sqlite:///{tmp_path}/src.db"}
+    assert servetune("run", str(_write(tmp_path, source)), "--quiet", cwd=tmp_path).returncode == 0
+    target = yaml.safe_load((root / "studies" / "new-gpu.yaml").read_text())
+    target.update(storage=f"sqlite:///{tmp_path}/new.db", engines=SPEC["engines"])
+    target["workload"]["num_requests"] = 100
+    new = tmp_path / "new-gpu.yaml"
+    new.write_text(yaml.safe_dump(target))
+    queued = servetune("replay", str(new), "--from", "cli", "--storage", source["storage"],
+                       "--trials", "0,3", cwd=tmp_path)  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    done = servetune("run", str(new), "--quiet", "--out", str(tmp_path / "e"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "measuring the replayed configs (2 trials" in done.stdout
+    import optuna
+
+    study = optuna.load_study(study_name="new-gpu", storage=target["storage"])
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert study.trials[0].user_attrs.get("baseline") is True
+    more = servetune("run", str(new), "--quiet", "--trials", "4", "--no-export", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert len(optuna.load_study(study_name="new-gpu", storage=target["storage"]).trials) >= 4

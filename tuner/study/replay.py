@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from engines.errors import SpecError
+from engines.errors import SpecError, StudyError
 from tuner.spec import StudySpec
 from tuner.study.loop import LOAD_PARAM, build_engines, open_study, search_spaces
 from tuner.study.search import config_params
@@ -73,4 +73,21 @@ def enqueue_configs(
             )
             queued += 1
     study.set_user_attr("replay_enqueued", True)
+    study.set_user_attr("starts_enqueued", True)  # the replayed configs are the starts
     return queued
+
+
+def replay_budget(spec: StudySpec) -> int | None:
+    """The trial budget that measures exactly what a replay queued in ``spec``'s study (the
+    trials counted so far plus those still queued), or None when it holds no replay: after
+    ``servetune replay``, ``servetune run`` measures the replayed configs, not a new search."""
+    from tuner.study.loop import counted_trials, load_study
+
+    try:
+        study, _ = load_study(spec.name, spec.storage_url)
+    except StudyError:
+        return None
+    if not study.user_attrs.get("replay_enqueued"):
+        return None
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    return counted_trials(study) + len(waiting)
