@@ -142,7 +142,8 @@ def print_front(study, console: Console) -> None:
     overloaded = sum(1 for t in pruned if fail_reason(t) == OVERLOADED)
     stopped = f", {overloaded} stopped as overloaded" if overloaded else ""
     table = Table(
-        title=f"Pareto front of {study.study_name}: {len(front.front)} configs among "
+        title=f"Pareto front of {study.study_name}: {len(front.front)} "
+        f"config{'' if len(front.front) == 1 else 's'} among "
         f"{len(front.feasible)} feasible ({len(front.records)} completed, "
         f"{len(pruned) - overloaded} rejected{stopped}, {failed} failed); "
         f"hypervolume {front.hypervolume:.4g}"
