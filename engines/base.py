@@ -119,6 +119,9 @@ class ExportBundle:
     files: Mapping[str, str]
     command: list[str]
     notes: str = ""
+    # Commands serve.sh runs before ``command`` (a TensorRT engine's build, which returns at once
+    # when the engine folder already holds this build).
+    setup: tuple[tuple[str, ...], ...] = ()
 
 
 class Engine(ABC):

@@ -328,12 +328,14 @@ class TrtllmEngine(ServedEngine):
             return ExportBundle(
                 files=files, command=serve, notes=f"TensorRT-LLM {TRTLLM_RELEASE}, PyTorch backend"
             )
-        files["build_engine.sh"] = _build.build_script(config, ctx, TRTLLM_RELEASE, serve)
+        files["build_engine.sh"] = _build.build_script(config, ctx, TRTLLM_RELEASE)
         return ExportBundle(
             files=files,
-            command=["bash", "build_engine.sh"],
-            notes=f"TensorRT-LLM {TRTLLM_RELEASE}, TensorRT engine: the script "
-            "quantizes or converts, builds, then serves",
+            command=serve,
+            setup=(("bash", "build_engine.sh"),),
+            notes=f"TensorRT-LLM {TRTLLM_RELEASE}, TensorRT engine: build_engine.sh quantizes or "
+            "converts and builds into trtllm_engine/ once (again only when a build option "
+            "changes); serve.sh serves from it",
         )
 
     def versions(self) -> dict[str, str]:

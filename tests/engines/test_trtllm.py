@@ -268,13 +268,54 @@ def test_export_pytorch_and_tensorrt(tmp_path):
     assert "TensorRT-LLM 1.2.1" in bundle.files["extra_llm_api_options.yaml"]
     trt = engine.export(_config(ctx, backend="tensorrt", quantization="fp8"), ctx)
     script = trt.files["build_engine.sh"]
-    assert trt.command == ["bash", "build_engine.sh"] and "TensorRT-LLM 1.2.1" in script
+    assert trt.setup == (("bash", "build_engine.sh"),) and "TensorRT-LLM 1.2.1" in script
+    assert trt.command[:3] == ["trtllm-serve", "serve", "trtllm_engine"]
+    assert "--backend" in trt.command and "tensorrt" in trt.command
     assert "quantization/quantize.py" in script and "--qformat fp8" in script
     assert "trtllm-build --checkpoint_dir trtllm_ckpt" in script
-    assert "exec trtllm-serve serve trtllm_engine" in script and "--backend tensorrt" in script
+    assert "trtllm-serve" not in script  # serve.sh serves; the script only builds
     path = tmp_path / "build_engine.sh"
     path.write_text(script)
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+
+
+def test_the_exported_tensorrt_engine_is_built_once_and_served_from_its_folder(tmp_path):
+    """serve.sh runs build_engine.sh, which builds on the first start only: trtllm's tools are
+    replaced by scripts on PATH that log their calls and write what trtllm-build writes."""
+    import json as _json
+
+    from tuner.analysis.export import serve_script
+
+    ctx = _ctx()
+    bundle = TrtllmEngine().export(_config(ctx, backend="tensorrt", quantization="fp8"), ctx)
+    out = tmp_path / "export"
+    out.mkdir()
+    for name, text in bundle.files.items():
+        (out / name).write_text(text)
+    (out / "serve.sh").write_text(serve_script("TensorRT-LLM", bundle))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.log"
+    fake = {
+        "python3": f'echo "python3 $*" >> {calls}',
+        "trtllm-build": f"echo trtllm-build >> {calls}; mkdir -p trtllm_engine; echo {{}} > trtllm_engine/config.json",
+        "trtllm-serve": f'echo "trtllm-serve $*" >> {calls}',
+    }
+    for name, body in fake.items():
+        (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TRTLLM_EXAMPLES": "/ex"}
+    for _ in range(3):  # three starts of the server
+        done = subprocess.run(
+            ["bash", "serve.sh"], cwd=out, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    lines = calls.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "python3", "trtllm-build", "trtllm-serve", "trtllm-serve", "trtllm-serve",
+    ]  # fmt: skip
+    assert lines[-1].startswith("trtllm-serve serve trtllm_engine")
+    assert _json.loads((out / "trtllm_engine" / "config.json").read_text()) == {}
 
 
 # ---------------------------------------------------------------- engine cache

@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 
 from engines import engine_class
+from engines.base import ExportBundle
 from engines.errors import StudyError
 from tuner.analysis.results import study_front, trial_records
 from tuner.spec import StudySpec
@@ -59,13 +60,7 @@ def export_trial(
             path.write_text(text)
             paths.append(path)
         command_path = out / "serve.sh"
-        command_path.write_text(
-            "#!/usr/bin/env bash\n# "
-            + engine.label
-            + "\nset -euo pipefail\n"
-            + shlex.join(bundle.command)
-            + "\n"
-        )
+        command_path.write_text(serve_script(engine.label, bundle))
         command_path.chmod(0o755)
         manifest_path = out / "manifest.json"
         manifest_path.write_text(
@@ -79,6 +74,18 @@ def export_trial(
         raise StudyError(f"export: cannot write to {out}: {exc.strerror}") from None
     paths += [command_path, manifest_path]
     return ExportResult(trial_number, record.engine, out, paths, bundle.command)
+
+
+def serve_script(label: str, bundle: ExportBundle) -> str:
+    """serve.sh: the bundle's setup steps (a TensorRT engine's build-once script), then the
+    serve command, each shell-quoted."""
+    return (
+        f"#!/usr/bin/env bash\n# {label}\nset -euo pipefail\n"
+        + "".join(shlex.join(step) + "\n" for step in bundle.setup)
+        + ("exec " if bundle.setup else "")
+        + shlex.join(bundle.command)
+        + "\n"
+    )
 
 
 def _manifest(study, spec, record, command, notes, front) -> dict:
