@@ -59,8 +59,8 @@ def _entry(action: argparse.Action) -> dict[str, Any]:
     if action.nargs == "?" and action.const is True:  # --hf-token: bare flag True, or a value
         return {**_entry_base(action), "type": "bool|str", "boolean": True, "no_form": False}
     choices = list(action.choices) if action.choices is not None and not boolean else None
-    if choices and "None" in choices:
-        choices.remove("None")
+    if choices:  # optional choices: "None" (0.26.0) or None (0.33.0) added by vLLM
+        choices = [c for c in choices if c not in ("None", None)]
     return {
         "type": "bool" if boolean else _type_name(action),
         "choices": sorted(choices, key=str) if choices else None,
