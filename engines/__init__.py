@@ -35,9 +35,21 @@ def engine_class(name: str) -> type[Engine]:
     return getattr(import_module(module), attr)
 
 
-def get_engine(name: str, runner: str = "sim", profile: str | None = None) -> Engine:
-    """An engine ready to measure: simulated (``runner='sim'``) or real servers (``'real'``)."""
-    target = engine_class(name)()
+def split_settings(name: str, block: dict | None) -> tuple[dict, dict]:
+    """A spec's ``engines.<name>`` block as (engine settings, space overrides)."""
+    keys = set(engine_class(name).settings)
+    block = dict(block or {})
+    return {k: v for k, v in block.items() if k in keys}, {
+        k: v for k, v in block.items() if k not in keys
+    }
+
+
+def get_engine(
+    name: str, runner: str = "sim", profile: str | None = None, settings: dict | None = None
+) -> Engine:
+    """An engine ready to measure: simulated (``runner='sim'``) or real servers (``'real'``);
+    ``settings`` are the engine's own (:attr:`Engine.settings`, e.g. vLLM's ``version``)."""
+    target = engine_class(name)(**(settings or {}))
     if runner == "real":
         return target
     if runner != "sim":
@@ -71,5 +83,6 @@ __all__ = [
     "engine_names",
     "get_engine",
     "plan_requests",
+    "split_settings",
     "summarize",
 ]

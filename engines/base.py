@@ -132,6 +132,9 @@ class Engine(ABC):
     # The options a results table shows beside the metrics (batch limits, parallelism), under
     # this engine's own names: the tuner prints them without knowing any engine.
     key_options: ClassVar[tuple[str, ...]] = ()
+    # Keys of a spec's ``engines.<name>`` block that configure the engine itself (passed to
+    # its constructor, e.g. vLLM's ``version``) rather than override an option of its space.
+    settings: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:
@@ -169,6 +172,17 @@ class Engine(ABC):
             if param.applies(chosen):
                 chosen[param.name] = param.default
         return chosen
+
+    def unknown_option(self, name: str, known: list[str]) -> str:
+        """Why ``name`` is not in the space, for a spec error: the closest name it has."""
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        return f"not an option of {self.label}" + (f"; did you mean {close[0]!r}?" if close else "")
+
+    def check_space(self, space: list[Param], where: str) -> None:  # noqa: B027 (optional)
+        """Raise SpecError where a (possibly overridden) space offers a value the engine's
+        release does not take; engines with an option table check against it."""
 
     def versions(self) -> dict[str, str]:
         """Versions worth recording with every trial (engine release the options follow...)."""

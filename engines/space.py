@@ -6,7 +6,7 @@ value; an option the engine does not have is an error that names it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -15,16 +15,24 @@ from engines.base import Param
 from engines.errors import SpecError
 
 _RANGE_KEYS = {"low", "high", "step", "log"}
+Explain = Callable[[str, list[str]], str]
 
 
-def apply_overrides(space: list[Param], overrides: Mapping[str, Any], where: str) -> list[Param]:
-    """Return ``space`` with ``overrides`` applied; ``where`` prefixes error messages."""
+def _unknown(name: str, known: list[str], explain: Explain | None) -> str:
+    if explain is not None:
+        return explain(name, known)
+    return f"not an option of this engine; options: {', '.join(known)}"
+
+
+def apply_overrides(
+    space: list[Param], overrides: Mapping[str, Any], where: str, explain: Explain | None = None
+) -> list[Param]:
+    """Return ``space`` with ``overrides`` applied; ``where`` prefixes error messages and
+    ``explain(name, known)`` says why an unknown name is not an option (the engine's words)."""
     by_name = {p.name: p for p in space}
     unknown = sorted(set(overrides) - set(by_name))
     if unknown:
-        raise SpecError(
-            f"{where}.{unknown[0]}: not an option of this engine; options: {', '.join(by_name)}"
-        )
+        raise SpecError(f"{where}.{unknown[0]}: {_unknown(unknown[0], list(by_name), explain)}")
     return [
         _override(p, overrides[p.name], f"{where}.{p.name}") if p.name in overrides else p
         for p in space
@@ -109,7 +117,9 @@ def pinned_overrides(space: list[Param], keep: Mapping[str, Any]) -> dict[str, A
     return out
 
 
-def named_config(space: list[Param], named: Mapping[str, Any], where: str) -> dict[str, Any]:
+def named_config(
+    space: list[Param], named: Mapping[str, Any], where: str, explain: Explain | None = None
+) -> dict[str, Any]:
     """The config a user names (e.g. the one in production today, as a study's baseline): the
     ``named`` options, the rest as :func:`space_defaults` picks them. Every named option must be
     one the searched space offers, with a value it allows, and active under the others (an
@@ -117,9 +127,7 @@ def named_config(space: list[Param], named: Mapping[str, Any], where: str) -> di
     names = list(dict.fromkeys(p.name for p in space))  # in the space's order, for the message
     unknown = sorted(set(named) - set(names))
     if unknown:
-        raise SpecError(
-            f"{where}.{unknown[0]}: not an option of this engine; options: {', '.join(names)}"
-        )
+        raise SpecError(f"{where}.{unknown[0]}: {_unknown(unknown[0], names, explain)}")
     chosen: dict[str, Any] = {}
     used: set[str] = set()
     for param in space:

@@ -7,6 +7,7 @@ shared server lifecycle in :mod:`engines.serving.measure` and drives it with the
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any
 
@@ -15,14 +16,36 @@ import yaml
 from engines.base import Config, ExportBundle, Param, RunContext, ServingPlan
 from engines.served import ServedEngine
 from engines.specs import HardwareSpec, ModelSpec
+from engines.vllm_options.table import DEFAULT_VERSION, OptionTable, load_table
 
-VLLM_VERSION = "0.26.0"
+VLLM_VERSION = (
+    DEFAULT_VERSION  # the release a spec targets when it names none and none is installed
+)
 _WEIGHTS = {None: None, "fp8": ("fp8", "fp8"), "awq": ("int4", "bf16"), "gptq": ("int4", "bf16")}
 _DTYPES = {"bfloat16": "bf16", "float16": "fp16", "auto": "bf16"}
 # Booleans whose vLLM default is True: False must be spelled --no-<flag>.
 _DEFAULT_TRUE = {"enable_prefix_caching", "enable_chunked_prefill", "async_scheduling"}
-# Options vLLM takes inside its JSON --compilation-config, not as flags of their own.
-_COMPILATION_CONFIG = ("cudagraph_mode",)
+# Options vLLM takes inside a JSON option, not as flags of their own: config key -> (option, key).
+_NESTED = {
+    "cudagraph_mode": ("compilation_config", "cudagraph_mode"),
+    "speculative_method": ("speculative_config", "method"),
+    "num_speculative_tokens": ("speculative_config", "num_speculative_tokens"),
+    "prompt_lookup_max": ("speculative_config", "prompt_lookup_max"),
+    "prompt_lookup_min": ("speculative_config", "prompt_lookup_min"),
+}
+# What vLLM resolves a None default to (config/vllm.py, entrypoints/cli/serve.py in 0.26.0):
+# servetune's configs hold the value that runs.
+_EFFECTIVE = {"async_scheduling": True, "api_server_count": 1}
+# Knobs the simulator does not model (it costs a config through VllmEngine.plan, which reads
+# none of them): a multi-fidelity study lets the sim narrow precision and batch limits and
+# leaves these to the real stage.
+SIM_IGNORES = (
+    "async_scheduling", "stream_interval", "max_num_partial_prefills",
+    "long_prefill_token_threshold", "max_cudagraph_capture_size", "cudagraph_mode",
+    "attention_backend", "performance_mode", "api_server_count", "scheduling_policy",
+    "kv_offloading_size", "speculative_method", "num_speculative_tokens", "prompt_lookup_max",
+    "prompt_lookup_min",
+)  # fmt: skip
 _CUDAGRAPH_MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
 _ATTENTION_BACKENDS = ("FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION")
 
@@ -31,22 +54,94 @@ def _parallel_choices(count: int) -> tuple[int, ...]:
     return tuple(n for n in (1, 2, 4, 8, 16) if n <= count)
 
 
-def _knob(name: str, default: Any, help: str) -> Param:
+def _knob(name: str, default: Any, help: str, **kw: Any) -> Param:
     """An option pinned at vLLM's default: searched only where a spec widens it
     (``stream_interval: {choices: [1, 8]}``), so studies that do not name it search as before."""
-    return Param(name, "categorical", (default,), default=default, help=help)
+    return Param(name, "categorical", (default,), default=default, help=help, **kw)
 
 
-def _knobs() -> list[Param]:
-    """The knobs past precision and batch size (issue 26), as vLLM 0.26.0 names them, at its
-    defaults (read from its ``engine/arg_utils.py`` and ``config/*.py``). The simulator models
-    none of them: it costs a config through :meth:`VllmEngine.plan`, which ignores them."""
+def _table_default(table: OptionTable, name: str) -> Any:
+    """The release's own default for a knob (from its option table), or the value vLLM
+    resolves its None to; None where the release has no such option."""
+    if name in _EFFECTIVE:
+        return _EFFECTIVE[name]
+    option, key = _NESTED.get(name, (name, None))
+    entry = table.options.get("--" + option.replace("_", "-"), {})
+    return (entry.get("fields") or {}).get(key, {}).get("default") if key else entry.get("default")
+
+
+def _present(table: OptionTable, name: str) -> bool:
+    option, key = _NESTED.get(name, (name, None))
+    entry = table.options.get("--" + option.replace("_", "-"))
+    return entry is not None and (key is None or key in (entry.get("fields") or {}))
+
+
+def _speculative(table: OptionTable) -> list[Param]:
+    """N-gram prompt lookup speculative decoding (``--speculative-config``), off by default:
+    ``speculative_method: {choices: [null, ngram]}`` searches it. vLLM requires
+    num_speculative_tokens and defaults both lookup windows to 5 when neither is set
+    (config/speculative.py); the ranges here are servetune's. Outputs are kept: n-gram drafts
+    are verified by the target model (greedy agreement 1.0 is checked by the accuracy suite)."""
+    on = {"speculative_method": ("ngram",)}
+    return [
+        _knob(
+            "speculative_method",
+            None,
+            "speculative decoding: ngram (prompt lookup, no draft model; real only: the sim "
+            "ignores it); None: off. With ngram, async_scheduling is left to vLLM, which turns "
+            "it off for CPU n-gram drafting",
+        ),
+        Param(
+            "num_speculative_tokens",
+            "int",
+            low=1,
+            high=8,
+            default=3,
+            when=on,
+            help="tokens drafted per step (speculative_config.num_speculative_tokens)",
+        ),
+        Param(
+            "prompt_lookup_max",
+            "int",
+            low=1,
+            high=8,
+            default=5,
+            when=on,
+            help="longest n-gram looked up in the prompt (vLLM default 5)",
+        ),
+        Param(
+            "prompt_lookup_min",
+            "int",
+            low=1,
+            high=8,
+            default=5,
+            when=on,
+            help="shortest n-gram looked up (<= prompt_lookup_max; vLLM default 5)",
+        ),
+    ]
+
+
+def _knobs(table: OptionTable) -> list[Param]:
+    """The knobs past precision and batch size (issue 26), under vLLM's names, at the targeted
+    release's defaults (its option table); a knob the release lacks is left out
+    (``max_num_partial_prefills`` is gone in 0.33.0). The simulator models none of them."""
+    knobs = _knob_list()
+    return [
+        _knob(p.name, _table_default(table, p.name), p.help, when=p.when)
+        for p in knobs
+        if _present(table, p.name)
+    ]
+
+
+def _knob_list() -> list[Param]:
+    """The knobs with their help, defaults filled in from the table by :func:`_knobs`."""
     return [
         _knob(
             "async_scheduling",
             True,
             "overlap scheduling with the GPU step; 0.26.0 turns it on unless an option excludes it "
             "(False: --no-async-scheduling)",
+            when={"speculative_method": (None,)},
         ),
         _knob(
             "stream_interval",
@@ -107,12 +202,14 @@ def _knobs() -> list[Param]:
     ]
 
 
-_KNOB_DEFAULTS = {p.name: p.default for p in _knobs()}
-
-
 def _knob_rules(config: Config, ctx: RunContext) -> list[str]:
-    """What vLLM 0.26.0 refuses at start among the knobs (SchedulerConfig's checks)."""
+    """What vLLM 0.26.0 refuses at start among the knobs (SchedulerConfig's and
+    SpeculativeConfig's checks)."""
     reasons = []
+    if config.get("speculative_method") == "ngram":
+        low, high = config.get("prompt_lookup_min", 5), config.get("prompt_lookup_max", 5)
+        if low > high:
+            reasons.append(f"prompt_lookup_min={low} must be <= prompt_lookup_max={high}")
     partial = int(config.get("max_num_partial_prefills", 1))
     if partial > 1 and not config.get("enable_chunked_prefill", True):
         reasons.append(f"max_num_partial_prefills={partial} needs enable_chunked_prefill")
@@ -134,6 +231,53 @@ class VllmEngine(ServedEngine):
         "tensor_parallel_size",
         "pipeline_parallel_size",
     )
+    settings = ("version",)
+
+    def __init__(self, version: str | None = None) -> None:
+        """``version``: the vLLM release whose options to use and check against (a spec's
+        ``engines.vllm.version``); default: the installed vLLM's, else 0.26.0."""
+        self.table = load_table(None if version is None else str(version))
+        self.label = f"vLLM {self.table.version}"  # type: ignore[misc]
+
+    def unknown_option(self, name: str, known: list[str]) -> str:
+        """A name outside the space: a vLLM option servetune does not search, or a misspelling
+        (closest real name, from the space or else from the release's whole table)."""
+        release = f"vLLM {self.table.version}"
+        if self.table.has(name):
+            return f"a {release} option servetune does not search; pass it in options.vllm_args"
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else self.table.suggest(name)
+        return f"not an option of {release}{hint}"
+
+    def check_space(self, space: list[Param], where: str) -> None:
+        """Every option of the space exists in the targeted release, and every value it can
+        take is one the release accepts (choices, type)."""
+        for param in space:
+            values = param.choices if param.kind == "categorical" else (param.low, param.high)
+            for value in values:
+                self._check_option(param.name, value, f"{where}.{param.name}")
+
+    def _check_option(self, key: str, value: Any, where: str) -> None:
+        if key in _NESTED:
+            option, field = _NESTED[key]
+            if value is not None:
+                self.table.check_nested(option, {field: value}, where)
+            else:
+                self.table.flag(option, where)
+        elif (
+            isinstance(value, int | float) and not isinstance(value, bool) and key != "quantization"
+        ):
+            self.table.check_value(
+                key,
+                int(value)
+                if float(value).is_integer() and self.table.flag(key, where).get("type") == "int"
+                else value,
+                where,
+            )
+        elif key == "quantization" and value in ("awq", "gptq"):
+            self.table.flag(key, where)  # pre-quantized: the checkpoint names its method
+        else:
+            self.table.check_value(key, value, where)
 
     def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:
         big_gpu = hardware.gpu_info.memory_gib >= 70
@@ -170,7 +314,8 @@ class VllmEngine(ServedEngine):
             Param("enable_chunked_prefill", "categorical", (True, False), default=True),
             Param("enforce_eager", "categorical", (False, True), default=False),
             Param("block_size", "categorical", (16, 32), default=16),
-            *_knobs(),
+            *_speculative(self.table),
+            *_knobs(self.table),
         ]
 
     def plan(self, config: Config, ctx: RunContext) -> ServingPlan:
@@ -220,11 +365,16 @@ class VllmEngine(ServedEngine):
         turns a mapping into JSON). The knobs are written only away from vLLM's defaults, so
         configs from before them serve and export as they did."""
         options: dict[str, Any] = {}
-        compilation = {k: config[k] for k in _COMPILATION_CONFIG if config.get(k) is not None}
+        nested: dict[str, dict[str, Any]] = {}
+        defaults = {p.name: p.default for p in _knobs(self.table)}
         for key, value in config.items():
             if value is None or key == "quantization" and value in ("awq", "gptq"):
                 continue  # pre-quantized checkpoints declare their own method
-            if key in _COMPILATION_CONFIG or key in _KNOB_DEFAULTS and value == _KNOB_DEFAULTS[key]:
+            if key in _NESTED:
+                if config.get("speculative_method") or _NESTED[key][0] != "speculative_config":
+                    nested.setdefault(_NESTED[key][0], {})[_NESTED[key][1]] = value
+                continue
+            if key in defaults and value == defaults[key]:
                 continue
             dashed = key.replace("_", "-")
             if isinstance(value, bool):
@@ -234,8 +384,11 @@ class VllmEngine(ServedEngine):
                     options[f"no-{dashed}"] = True
                 continue
             options[dashed] = value
-        if compilation:
-            options["compilation-config"] = compilation
+        for option, values in nested.items():
+            self.table.check_nested(option, values, f"vLLM option {option}")
+            options[option.replace("_", "-")] = values
+        for key in options:
+            self.table.flag(key, "vLLM option")
         return options
 
     def serve_argv(
@@ -253,6 +406,8 @@ class VllmEngine(ServedEngine):
         """
         argv = ["vllm", "serve", self.model_path(config, ctx), "--host", host, "--port", str(port)]
         added = {**dict(ctx.options.get("vllm_args") or {}), **(extra or {})}
+        for key in added:
+            self.table.flag(key, f"options.vllm_args.{key}")
         for key, value in {**self.serve_options(config, ctx), **added}.items():
             argv.append(f"--{key}")
             if isinstance(value, dict):
@@ -269,9 +424,8 @@ class VllmEngine(ServedEngine):
             **self.serve_options(config, ctx),
         }
         text = (
-            "# vllm serve --config vllm_config.yaml  (vLLM "
-            + VLLM_VERSION
-            + ")\n"
+            f"# vllm serve --config vllm_config.yaml  (vLLM {self.table.version})\n"
+            f"# every option checked against vLLM {self.table.version}'s own ({self.table.path})\n"
             + yaml.safe_dump(options, sort_keys=False)
         )
         return ExportBundle(
@@ -287,4 +441,4 @@ class VllmEngine(ServedEngine):
         return {"VLLM_CACHE_ROOT": str(cache)} if cache else {}
 
     def versions(self) -> dict[str, str]:
-        return {"vllm_options": VLLM_VERSION}
+        return {"vllm_options": self.table.version}

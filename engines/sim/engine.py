@@ -29,6 +29,12 @@ class SimulatedEngine(Engine):
     def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:
         return self.target.space(model, hardware)
 
+    def unknown_option(self, name: str, known: list[str]) -> str:
+        return self.target.unknown_option(name, known)
+
+    def check_space(self, space: list[Param], where: str) -> None:
+        self.target.check_space(space, where)
+
     def plan(self, config: Config, ctx: RunContext) -> ServingPlan:
         return self.target.plan(config, ctx)
 

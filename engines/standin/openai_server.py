@@ -511,13 +511,16 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         "timers rounded up to whole milliseconds, no connection limit",
     )
     parser.add_argument("--ignore-sigterm", action="store_true")
+    for option in _JSON_OPTIONS:  # parsed as vLLM's argparse does: bad JSON exits 2 at start
+        parser.add_argument(f"--{option}", type=json.loads, default=None)
     parser.add_argument(
         "--spawn-child",
         action="store_true",
         help="start a sleeping child in our process group, like vLLM's EngineCore",
     )
     model = argv[0] if argv and not argv[0].startswith("-") else None
-    args, _unknown = parser.parse_known_args(argv[1:] if model else argv)
+    args, unknown = parser.parse_known_args(argv[1:] if model else argv)
+    args.recorded = _recorded(args, unknown)
     model = (args.served_model_name or [None])[0] or args.model or model or "standin"
     startup = (
         args.startup_s
@@ -544,6 +547,25 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         ),
     )
     return args, settings
+
+
+_JSON_OPTIONS = ("speculative-config", "compilation-config")
+
+
+def _recorded(args: argparse.Namespace, unknown: list[str]) -> dict[str, Any]:
+    """The vLLM options this stand-in was started with and does not act on (``--flag value``
+    or a bare switch), plus the JSON ones parsed: logged at start as vLLM logs its
+    non-default args, so a test can see what a real server would have been given."""
+    out: dict[str, Any] = {}
+    for i, token in enumerate(unknown):
+        if token.startswith("--"):
+            nxt = unknown[i + 1] if i + 1 < len(unknown) else None
+            out[token[2:]] = True if nxt is None or nxt.startswith("--") else nxt
+    for option in _JSON_OPTIONS:
+        value = getattr(args, option.replace("-", "_"))
+        if value is not None:
+            out[option] = value
+    return out
 
 
 def load_tokenizer(model: str) -> Any:
@@ -609,6 +631,7 @@ def _run(main_coro: Any, loop_kind: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args, settings = parse_args(sys.argv[1:] if argv is None else argv)
     print(f"INFO stand-in server version 0, serving model {settings.model}", flush=True)
+    print(f"INFO non-default args: {json.dumps(args.recorded, sort_keys=True)}", flush=True)
     if settings.fault == "crash_at_start":
         print(
             "Traceback (most recent call last):\nRuntimeError: Engine core initialization "

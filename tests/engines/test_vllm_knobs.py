@@ -110,3 +110,47 @@ def test_the_simulator_ignores_the_knobs(make_ctx):
     base = sim.defaults(ctx.model, ctx.hardware)
     tuned = {**base, "stream_interval": 8, "api_server_count": 4, "attention_backend": "FLASHINFER"}
     assert sim.plan(base, ctx) == sim.plan(tuned, ctx)
+
+
+def _ngram(engine: VllmEngine, ctx, **changes) -> dict:
+    base = engine.defaults(ctx.model, ctx.hardware)
+    config = {k: v for k, v in base.items() if k != "async_scheduling"}
+    return {**config, "speculative_method": "ngram", "num_speculative_tokens": 4,
+            "prompt_lookup_max": 6, "prompt_lookup_min": 2, **changes}  # fmt: skip
+
+
+def test_speculative_decoding_is_off_by_default_and_written_as_vllm_parses_it(make_ctx):
+    engine, ctx = VllmEngine(), make_ctx()
+    space = {p.name: p for p in engine.space(ctx.model, ctx.hardware)}
+    assert space["speculative_method"].choices == (None,)
+    assert "num_speculative_tokens" not in engine.defaults(ctx.model, ctx.hardware)
+    config = _ngram(engine, ctx)
+    argv = engine.serve_argv(config, ctx, "127.0.0.1", 8000)
+    expected = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 6,
+                "prompt_lookup_min": 2}  # fmt: skip
+    assert json.loads(argv[argv.index("--speculative-config") + 1]) == expected
+    assert "--async-scheduling" not in argv and "--no-async-scheduling" not in argv
+    assert _exported(engine, config, ctx)["speculative-config"] == expected
+
+
+def test_speculative_rules_and_the_sim_leaves_it_to_the_real_stage(make_ctx):
+    engine, ctx = VllmEngine(), make_ctx()
+    bad = _ngram(engine, ctx, prompt_lookup_min=7)
+    assert "prompt_lookup_min=7 must be <= prompt_lookup_max=6" in engine.validate(bad, ctx)
+    sim = SimulatedEngine(engine)
+    assert sim.plan(_ngram(engine, ctx), ctx) == sim.plan(
+        engine.defaults(ctx.model, ctx.hardware), ctx
+    )
+
+
+def test_the_standin_accepts_and_records_the_new_knobs(make_ctx, standin_factory):
+    engine, ctx = VllmEngine(), make_ctx()
+    config = {**_ngram(engine, ctx), "stream_interval": 8, "cudagraph_mode": "PIECEWISE"}
+    argv = engine.serve_argv(config, ctx, "127.0.0.1", 0)
+    flags = argv[argv.index("--host") + 4 :]  # past MODEL --host H --port P
+    server = standin_factory(*flags)
+    log = server.log_path.read_text()
+    recorded = json.loads(log.split("non-default args: ", 1)[1].splitlines()[0])
+    assert recorded["speculative-config"]["method"] == "ngram"
+    assert recorded["compilation-config"] == {"cudagraph_mode": "PIECEWISE"}
+    assert recorded["stream-interval"] == "8"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from engines import engine_class
+from engines import engine_class, split_settings
 from engines.base import ExportBundle
 from engines.errors import StudyError
 from tuner.analysis.results import study_front, trial_records
@@ -49,7 +49,9 @@ def export_trial(
     record = records.get(trial_number)
     if record is None or record.state != "COMPLETE":
         raise StudyError(f"trial {trial_number} of {study.study_name!r} is not a completed trial")
-    engine = engine_class(record.engine)()  # exports never depend on how the trial was measured
+    # exports never depend on how the trial was measured, only on the release the spec targets
+    settings = split_settings(record.engine, spec.engines.get(record.engine))[0]
+    engine = engine_class(record.engine)(**settings)
     bundle = engine.export(record.config, make_context(spec, trial_number))
     out = Path(out_dir)
     try:
@@ -65,7 +67,10 @@ def export_trial(
         manifest_path = out / "manifest.json"
         manifest_path.write_text(
             json.dumps(
-                _manifest(study, spec, record, bundle.command, bundle.notes, front),
+                {
+                    **_manifest(study, spec, record, bundle.command, bundle.notes, front),
+                    "options_checked_against": engine.versions(),
+                },
                 indent=2,
                 default=str,
             )

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import yaml
 
-from engines import engine_class
+from engines import engine_class, split_settings
 from engines.errors import StudyError
 from tuner.analysis.results import FrontResult, TrialRecord, study_front, trial_records
 from tuner.plots import label, plot_pareto
@@ -83,7 +83,10 @@ def report_data(study: optuna.Study, spec: StudySpec) -> ReportData:
     if winner is None:
         return data
     record = next(r for r in records if r.number == winner)
-    bundle = engine_class(record.engine)().export(record.config, make_context(spec, winner))
+    settings = split_settings(record.engine, spec.engines.get(record.engine))[0]
+    bundle = engine_class(record.engine)(**settings).export(
+        record.config, make_context(spec, winner)
+    )
     return _with_winner(data, record.config, shlex.join(bundle.command), dict(bundle.files))
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from engines import Engine, EngineError, RunContext, get_engine
+from engines import Engine, EngineError, RunContext, get_engine, split_settings
 from engines.errors import StudyError
 from engines.metrics import Measurement
 from engines.progress import progress_log
@@ -196,7 +196,10 @@ def accuracy_reference(
 
 def build_engines(spec: StudySpec) -> dict[str, Engine]:
     """Each engine the spec searches, ready to measure with the spec's runner."""
-    return {name: get_engine(name, spec.runner, spec.sim_profile) for name in spec.engines}
+    return {
+        name: get_engine(name, spec.runner, spec.sim_profile, split_settings(name, block)[0])
+        for name, block in spec.engines.items()
+    }
 
 
 def search_spaces(spec: StudySpec, engines: dict[str, Engine]) -> dict[str, list]:
@@ -204,22 +207,34 @@ def search_spaces(spec: StudySpec, engines: dict[str, Engine]) -> dict[str, list
     checked against it here, before a study is opened."""
     spaces = {
         name: apply_overrides(
-            engine.space(spec.model, spec.hardware), spec.engines[name], f"engines.{name}"
+            engine.space(spec.model, spec.hardware),
+            split_settings(name, spec.engines[name])[1],
+            f"engines.{name}",
+            engine.unknown_option,
         )
         for name, engine in engines.items()
     }
-    baseline_configs(spec, spaces)
+    for name, engine in engines.items():
+        engine.check_space(spaces[name], f"engines.{name}")
+    baseline_configs(spec, spaces, engines)
     return spaces
 
 
-def baseline_configs(spec: StudySpec, spaces: dict[str, list]) -> dict[str, dict[str, Any]]:
+def baseline_configs(
+    spec: StudySpec, spaces: dict[str, list], engines: dict[str, Engine] | None = None
+) -> dict[str, dict[str, Any]]:
     """The baseline trial's config per engine: the one ``spec.baseline`` names, else the
     engine's defaults; {} when the spec asks for no baseline."""
     if not spec.baseline:
         return {}
     named = spec.baseline if isinstance(spec.baseline, dict) else {}
     return {
-        name: named_config(space, named[name], f"baseline.{name}")
+        name: named_config(
+            space,
+            named[name],
+            f"baseline.{name}",
+            engines[name].unknown_option if engines else None,
+        )
         if name in named
         else space_defaults(space)
         for name, space in spaces.items()

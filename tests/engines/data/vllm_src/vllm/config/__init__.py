@@ -1,0 +1,3 @@
+from vllm.config.scheduler import SchedulerConfig
+from vllm.config.speculative import SpeculativeConfig
+from vllm.config.vllm import VllmConfig
