@@ -403,11 +403,15 @@ class VllmEngine(ServedEngine):
 
         ``ctx.options["vllm_args"]`` adds options servetune does not search (e.g.
         ``{"load-format": "dummy"}`` for architecture-only benchmarks); they are never exported.
+        They are checked against the targeted release's option table unless
+        ``options.server_command`` runs another server in vLLM's place (a stand-in takes flags of
+        its own, such as ``--ttft-ms``).
         """
         argv = ["vllm", "serve", self.model_path(config, ctx), "--host", host, "--port", str(port)]
         added = {**dict(ctx.options.get("vllm_args") or {}), **(extra or {})}
-        for key in added:
-            self.table.flag(key, f"options.vllm_args.{key}")
+        if not ctx.options.get("server_command"):  # another server (a stand-in) has its own flags
+            for key in added:
+                self.table.flag(key, f"options.vllm_args.{key}")
         for key, value in {**self.serve_options(config, ctx), **added}.items():
             argv.append(f"--{key}")
             if isinstance(value, dict):
