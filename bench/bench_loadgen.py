@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from outputs import results_path
 
 from engines.metrics import RequestRecord, summarize
 from engines.serving.lifecycle import ServerProcess, free_port
@@ -46,7 +47,7 @@ from engines.serving.loadgen import LoadRequest, LoadResult, request_body, run_l
 from engines.standin import STANDIN_COMMAND as STANDIN
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results" / "bench_loadgen.json"
+RESULTS = results_path("bench_loadgen.json")
 OLD_COMMIT = "060c6b1"
 
 

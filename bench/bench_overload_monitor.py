@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
+
+from outputs import results_path
 
 from engines import HardwareSpec, ModelSpec, RunContext, WorkloadSpec
 from engines.metrics import RequestRecord, RequestSLO, summarize
@@ -28,7 +29,7 @@ from engines.serving.overload import OverloadMonitor
 from engines.sim.simulate import simulate_run
 from engines.vllm import VllmEngine
 
-RESULTS = Path(__file__).resolve().parent / "results" / "overload_monitor.json"
+RESULTS = results_path("overload_monitor.json")
 PROFILE = "h100-llama8b-vllm"
 TTFT_LIMIT_MS, TPOT_LIMIT_MS = 2000.0, 60.0  # the finalize driver's capacity SLOs
 PROBE_S = 30.0  # seconds of arrivals per probe, about the H200 probes' length

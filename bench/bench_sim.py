@@ -13,17 +13,17 @@ import math
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from outputs import results_path
 
 from engines import HardwareSpec, ModelSpec, RunContext, WorkloadSpec, get_engine
 from engines.base import Param
 from engines.errors import EngineError
 from engines.sim.simulate import simulate
 
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_sim.json"
+RESULTS = results_path("bench_sim.json")
 MODEL = ModelSpec.model_validate("Llama-3.1-8B")
 FIXED_1K = WorkloadSpec(
     input_tokens=1024,

@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 import optuna
+from outputs import results_path
 
 from engines.sim.engine import SimulatedEngine
 from tuner.spec import load_spec
 from tuner.study.loop import build_engines, counted_trials, run_study
 
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_study.json"
+RESULTS = results_path("bench_study.json")
 SPEC = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
 
 

@@ -26,12 +26,14 @@ import sys
 import time
 from pathlib import Path
 
+from outputs import results_path
+
 from engines.space import pinned_overrides
 from engines.specs import HardwareSpec, ModelSpec
 from engines.vllm import VllmEngine
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results" / "bench_workers.json"
+RESULTS = results_path("bench_workers.json")
 ENGINES = {
     "vllm": pinned_overrides(
         VllmEngine().space(ModelSpec.model_validate("Llama-3.1-8B"), HardwareSpec(gpu="H100-SXM")),

@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from outputs import results_path
 from scipy import stats
 
 from engines.uncertainty import Interval, beats_outside_noise, mean_interval
 
 DB = Path("studies/real/h200/session6-knobs/h200-beyond-expert.db")
-OUT = Path("bench/results/beyond_expert.json")
+OUT = results_path("beyond_expert.json")
 STUDY = "h200-beyond-expert"
 EXPERTS = ("expert", "expert_end")
 # Knobs the screen left unmeasured, and why (read from vLLM 0.26.0's source or the server logs).

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from outputs import results_dir
+
 from tuner.calibration.calibrate import METRICS, RealPoint, load_points, predict
 from tuner.calibration.fidelity import LOO as FIDELITY_LOO
 from tuner.calibration.fidelity import ape, config_ranking, error_stats, leave_one_out
@@ -332,9 +334,8 @@ def main() -> None:
     from rich.table import Table
 
     result = run(sys.argv[1:] or REAL_STUDIES)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "peer_sims.json").write_text(json.dumps(result, indent=1, default=str))
-    (RESULTS / "peer_sims.md").write_text(to_markdown(result))
+    (results_dir() / "peer_sims.json").write_text(json.dumps(result, indent=1, default=str))
+    (results_dir() / "peer_sims.md").write_text(to_markdown(result))
     table = Table(title="Median / worst abs % error vs real H100 runs")
     table.add_column("tool")
     for m in METRICS:

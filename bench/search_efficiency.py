@@ -24,11 +24,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from outputs import results_dir
 from searchbench.experiments import efficiency, failures, warm_start  # noqa: E402
 from searchbench.report import markdown, summary_lines  # noqa: E402
 from searchbench.scenarios import scenarios  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()
 STRATEGY_NAMES = ("random", "grid-shuffled", "tpe", "nsga2", "gp", "default")
 log = logging.getLogger("search_efficiency")
 

@@ -33,6 +33,7 @@ from tuner.study.storage import redact
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="Find the best way to serve an LLM on given GPUs.",
 )
 console = Console(width=None if sys.stdout.isatty() else 160)

@@ -248,10 +248,17 @@ def print_calibration(cal, console: Console) -> None:
     console.print(table)
     for split, errors in cal.fit_errors.items():
         if errors:
-            shown = ", ".join(f"{label(m)} {v:.1f}%" for m, v in errors.items())
+            shown = ", ".join(f"{label(m)} {_percent(v)}" for m, v in errors.items())
             console.print(f"median abs error ({split}): {shown}")
     if cal.not_identified:
         console.print(f"[dim]not identified by this data: {', '.join(cal.not_identified)}[/]")
+
+
+def _percent(value: float | None, decimals: int = 1) -> str:
+    """A percentage, or 'n/a' where there was nothing to compare (never 'nan%')."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.{decimals}f}%"
 
 
 def print_fidelity(report, metrics, console: Console) -> None:
@@ -262,7 +269,7 @@ def print_fidelity(report, metrics, console: Console) -> None:
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for r in report.rows:
         cells.setdefault((r["point"], r["predictor"]), {})[r["metric"]] = (
-            f"{fmt(r['predicted'])} / {fmt(r['measured'])} ({r['ape_pct']:.0f}%)"
+            f"{fmt(r['predicted'])} / {fmt(r['measured'])} ({_percent(r['ape_pct'], 0)})"
         )
     for (point, predictor), values in cells.items():
         table.add_row(point, predictor, *[values.get(m, "-") for m in metrics])

@@ -331,3 +331,22 @@ def test_the_tour_replay_measures_just_the_replayed_configs(tmp_path):
     more = servetune("run", str(new), "--quiet", "--trials", "4", "--no-export", cwd=tmp_path)
     assert more.returncode == 0, more.stderr
     assert len(optuna.load_study(study_name="new-gpu", storage=target["storage"]).trials) >= 4
+
+
+def test_every_commands_help_fits_80_columns_without_bool_placeholders(tmp_path):
+    import os
+
+    listing = servetune("--help", cwd=tmp_path).stdout
+    commands = [
+        line.split()[0] for line in listing.split("Commands:")[1].splitlines() if line.strip()
+    ]
+    assert {"run", "show", "export", "worker", "replay", "report"} <= set(commands)
+    for command in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "tuner", command, "--help"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "COLUMNS": "80"},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "<bool>" not in done.stdout, command
+        assert max(map(len, done.stdout.splitlines())) <= 80, command
