@@ -135,6 +135,11 @@ class Engine(ABC):
     # Keys of a spec's ``engines.<name>`` block that configure the engine itself (passed to
     # its constructor, e.g. vLLM's ``version``) rather than override an option of its space.
     settings: ClassVar[tuple[str, ...]] = ()
+    # Options that must never change greedy outputs (speculative decoding), and the options that
+    # may (precision): a config that differs from the accuracy reference only in the former must
+    # agree with it token for token (engines.accuracy.lossless).
+    lossless_options: ClassVar[tuple[str, ...]] = ()
+    numerics_options: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:

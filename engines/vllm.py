@@ -232,6 +232,8 @@ class VllmEngine(ServedEngine):
         "pipeline_parallel_size",
     )
     settings = ("version",)
+    lossless_options = ("speculative_method",)  # vLLM's rejection sampling keeps greedy outputs
+    numerics_options = ("dtype", "quantization", "kv_cache_dtype")
 
     def __init__(self, version: str | None = None) -> None:
         """``version``: the vLLM release whose options to use and check against (a spec's

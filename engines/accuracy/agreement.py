@@ -108,7 +108,13 @@ def collect_reference(
         positions.append(_positions(client, text, top_k))
     if not any(positions):
         raise EngineError("http_error", "the reference server returned no top-k logprobs")
-    return {"texts": texts, "positions": positions, "top_k": top_k, "gen_tokens": gen_tokens}
+    return {
+        "prompts": list(prompts),  # a lossless option's greedy continuations are compared too
+        "texts": texts,
+        "positions": positions,
+        "top_k": top_k,
+        "gen_tokens": gen_tokens,
+    }
 
 
 def measure_agreement(client: CompletionsClient, reference: Mapping[str, Any]) -> AgreementResult:

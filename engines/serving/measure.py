@@ -154,6 +154,8 @@ def _with_accuracy(
 ) -> Measurement:
     """Run the study's accuracy suite on the same server after the load run (engines.accuracy)."""
     from engines.accuracy import AccuracySettings, run_suite
+    from engines.accuracy._client import CompletionsClient
+    from engines.accuracy.lossless import check_lossless, must_match_reference
 
     settings = AccuracySettings.model_validate(ctx.options["accuracy"])
     try:
@@ -172,6 +174,15 @@ def _with_accuracy(
     if not server.alive():
         _POOL.discard()
         raise server.failure()
+    reference = ctx.options.get("accuracy_reference") or {}
+    changed = must_match_reference(
+        engine.lossless_options, engine.numerics_options, config, reference.get("config")
+    )
+    if changed:
+        with CompletionsClient(server.base_url, model_id, _request_timeout(ctx)) as client:
+            kept = check_lossless(changed, client, reference)
+        if kept:
+            report = dataclasses.replace(report, record={**report.record, "lossless": kept})
     return report.apply(measured)
 
 

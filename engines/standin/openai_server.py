@@ -111,6 +111,7 @@ class Settings:
     startup_s: float = 0.0
     seed: int = 0
     precision_noise: float = 0.0
+    lossy_speculation: bool = False  # a buggy drafter: every third generated word changes
     prefix_caching: bool = False
     cached_ttft_s: float | None = None  # TTFT of a prompt seen before (prefix caching on)
 
@@ -416,7 +417,8 @@ async def stream(
 def full_response(
     chat: bool, body: dict[str, Any], prompt: str, n_prompt: int, n_out: int, state: State
 ) -> dict[str, Any]:
-    text = "".join(f" t{i}" for i in range(n_out))
+    lossy = state.settings.lossy_speculation
+    text = "".join(f" s{i}" if lossy and i % 3 == 2 else f" t{i}" for i in range(n_out))
     choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
     if chat:
         choice["message"] = {"role": "assistant", "content": text}
@@ -514,6 +516,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     for option in _JSON_OPTIONS:  # parsed as vLLM's argparse does: bad JSON exits 2 at start
         parser.add_argument(f"--{option}", type=json.loads, default=None)
     parser.add_argument(
+        "--lossy-speculation",
+        action="store_true",
+        help="with --speculative-config, change every third generated word (a speculative "
+        "decoder that does not keep the target model's outputs)",
+    )
+    parser.add_argument(
         "--spawn-child",
         action="store_true",
         help="start a sleeping child in our process group, like vLLM's EngineCore",
@@ -545,6 +553,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
             else PRECISION_NOISE["quantization"].get(args.quantization or "", 0.0)
             + PRECISION_NOISE["kv_cache_dtype"].get(args.kv_cache_dtype or "", 0.0)
         ),
+        lossy_speculation=args.lossy_speculation and args.speculative_config is not None,
     )
     return args, settings
 

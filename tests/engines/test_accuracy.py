@@ -345,3 +345,58 @@ def test_accuracy_is_a_third_objective_end_to_end(tmp_path):
         by_noise.setdefault(noisy, set()).add(m["accuracy"])
     assert by_noise[False] == {1.0}  # bf16 configs agree with the bf16 reference exactly
     assert all(value < 1.0 for value in by_noise.get(True, ()))
+
+
+@pytest.mark.parametrize("lossy", [False, True])
+def test_speculative_decoding_must_keep_the_references_greedy_outputs(tmp_path, lossy):
+    """n-gram speculation at the reference's precision: its greedy continuations must be the
+    reference's text for text; a drafter that changes them (the stand-in's --lossy-speculation)
+    fails the trial as lossy_output instead of being ranked by speed."""
+    from tuner.spec import load_spec
+    from tuner.spec import parse_spec
+    from tuner.study.loop import fail_reason, run_study
+
+    spec = load_spec(
+        REPO_ROOT / "studies" / "accuracy-standin.yaml", storage=f"sqlite:///{tmp_path}/s.db"
+    )
+    data = spec.model_dump(mode="json")
+    data["engines"]["vllm"] = {
+        "quantization": {"value": None},
+        "kv_cache_dtype": {"value": "auto"},
+        "max_num_seqs": {"value": 64},
+        "max_num_batched_tokens": {"value": 4096},
+        "max_model_len": {"value": 4096},
+        "gpu_memory_utilization": {"value": 0.9},
+        "enable_chunked_prefill": {"value": True},
+        "enable_prefix_caching": {"value": True},
+        "enforce_eager": {"value": False},
+        "block_size": {"value": 16},
+        "dtype": {"value": "bfloat16"},
+        "speculative_method": {"choices": [None, "ngram"]},
+        "num_speculative_tokens": {"value": 3},
+        "prompt_lookup_max": {"value": 4},
+        "prompt_lookup_min": {"value": 2},
+    }
+    data.update(sampler="grid", budget={"trials": 2, "trial_timeout_s": 60}, baseline=False)
+    data["options"] = {
+        **spec.options,
+        "server_command": STANDIN_COMMAND,
+        "env": {"PYTHONPATH": str(REPO_ROOT)},
+        "workdir": str(tmp_path / "runs"),
+        "vllm_args": {"lossy-speculation": True} if lossy else {},
+    }
+    study = run_study(parse_spec(data))
+    ran = [t for t in study.trials if t.state.name in ("COMPLETE", "FAIL")]
+    trials = {t.user_attrs["config"]["speculative_method"]: t for t in ran}
+    assert len(ran) == 2 and set(trials) == {None, "ngram"}
+    assert trials[None].state.name == "COMPLETE"
+    speculative = trials["ngram"]
+    if lossy:
+        assert speculative.state.name == "FAIL" and fail_reason(speculative) == "lossy_output"
+        assert "0 of 4 continuations" in speculative.user_attrs["fail"]["detail"]
+    else:
+        assert speculative.state.name == "COMPLETE"
+        record = speculative.user_attrs["result"]["measurement"]["extra"]["accuracy"]
+        assert record["lossless"] == {
+            "options": ["speculative_method"], "continuations": 4, "identical": 4,
+        }  # fmt: skip

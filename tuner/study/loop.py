@@ -185,6 +185,7 @@ def accuracy_reference(
         raise StudyError(f"the accuracy reference ({name} {config}) failed: {exc}") from None
     overrides = "" if spec.accuracy.reference == "defaults" else " + accuracy.reference"
     data["trial"] = f"reference ({name} defaults{overrides})"
+    data["config"] = config  # what a lossless option's trial must agree with token for token
     data["measured_s"] = round(time.monotonic() - started, 3)
     latest = study.user_attrs.get(ACCURACY_REFERENCE_ATTR)  # another worker may have won
     if latest:
