@@ -352,8 +352,7 @@ def test_speculative_decoding_must_keep_the_references_greedy_outputs(tmp_path, 
     """n-gram speculation at the reference's precision: its greedy continuations must be the
     reference's text for text; a drafter that changes them (the stand-in's --lossy-speculation)
     fails the trial as lossy_output instead of being ranked by speed."""
-    from tuner.spec import load_spec
-    from tuner.spec import parse_spec
+    from tuner.spec import load_spec, parse_spec
     from tuner.study.loop import fail_reason, run_study
 
     spec = load_spec(
