@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,24 @@ SPEC = {
 }
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env() -> dict[str, str]:
+    """This process's environment with PYTHONPATH at this checkout first, so the subprocess
+    runs the code under test (the venv's editable install may point at another checkout)."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), path) if p)}
+
+
 def servetune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tuner", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "tuner", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=cli_env(),
     )
 
 
@@ -124,6 +140,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuner", "run", str(spec), "--no-export"],
         cwd=tmp_path,
+        env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -172,6 +189,7 @@ def test_dashboard_serves_the_study_on_loopback(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuner", "dashboard", str(spec), "--port", str(port)],
         cwd=tmp_path,
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

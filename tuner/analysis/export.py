@@ -98,7 +98,7 @@ def _manifest(study, spec, record, command, notes, front) -> dict:
         "on_pareto_front": record.number in front.front,
         "winner_policy": {"metric": spec.winner_metric, "tie_break": spec.winner.tie_break},
         "objectives": [o.metric for o in spec.objectives],
-        "slos": spec.slos,
+        "slos": spec.feasibility_slos,
         "model": spec.model.name,
         "hardware": {"gpu": spec.hardware.gpu, "count": spec.hardware.count},
         "workload": spec.workload.model_dump(mode="json"),
