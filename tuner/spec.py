@@ -237,6 +237,24 @@ class StudySpec(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _servetune_binds(self) -> StudySpec:
+        """Host and port are servetune's: extra server arguments cannot rebind a server
+        (engines.serving.binding); ``options.host`` is the one way past loopback."""
+        if any(str(key).endswith("_args") for key in self.options):
+            from engines.serving.binding import reserved_args
+
+            reserved = reserved_args(self.options)
+            if reserved:
+                raise ValueError(
+                    f"{reserved[0]}: host and port are servetune's (each server gets 127.0.0.1 "
+                    "and a free port); set options.host to bind beyond loopback"
+                )
+        host = self.options.get("host")
+        if host is not None and (not isinstance(host, str) or not host.strip()):
+            raise ValueError(f"options.host: an address to bind, e.g. 0.0.0.0 (got {host!r})")
+        return self
+
+    @model_validator(mode="after")
     def _baseline_engines(self) -> StudySpec:
         if isinstance(self.baseline, dict):
             stray = [name for name in self.baseline if name not in self.engines]

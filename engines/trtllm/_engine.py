@@ -334,6 +334,7 @@ class TrtllmEngine(ServedEngine):
             command=["bash", "build_engine.sh"],
             notes=f"TensorRT-LLM {TRTLLM_RELEASE}, TensorRT engine: the script "
             "quantizes or converts, builds, then serves",
+            full_command=serve,
         )
 
     def versions(self) -> dict[str, str]:

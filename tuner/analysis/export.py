@@ -70,7 +70,7 @@ def export_trial(
         manifest_path = out / "manifest.json"
         manifest_path.write_text(
             json.dumps(
-                _manifest(study, spec, record, bundle.command, bundle.notes, front),
+                _manifest(study, spec, record, bundle, front),
                 indent=2,
                 default=str,
             )
@@ -81,7 +81,9 @@ def export_trial(
     return ExportResult(trial_number, record.engine, out, paths, bundle.command)
 
 
-def _manifest(study, spec, record, command, notes, front) -> dict:
+def _manifest(study, spec, record, bundle, front) -> dict:
+    """What was measured and how to serve it; ``full_command`` is shell-quoted (``shlex.join``),
+    so pasting it into a shell runs the server with exactly these arguments and nothing else."""
     return {
         "study": study.study_name,
         "storage": redact(spec.storage_url),
@@ -102,9 +104,10 @@ def _manifest(study, spec, record, command, notes, front) -> dict:
         "model": spec.model.name,
         "hardware": {"gpu": spec.hardware.gpu, "count": spec.hardware.count},
         "workload": spec.workload.model_dump(mode="json"),
-        "spec_hash": spec.spec_hash(),
-        "command": command,
-        "full_command": notes,
+        "spec_hash": study.user_attrs.get("spec_hash") or spec.spec_hash(),
+        "command": bundle.command,
+        "full_command": shlex.join(bundle.full_command or bundle.command),
+        "notes": bundle.notes,
         "uncertainty": _uncertainty(study, record),
         "versions": {**tool_versions(), **(record.attrs.get("result") or {}).get("versions", {})},
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
