@@ -314,3 +314,46 @@ def test_run_prints_a_line_per_trial_with_its_eta_and_quiet_prints_none(tmp_path
     again = _write(tmp_path, {**SPEC, "name": "q", "storage": f"sqlite:///{tmp_path}/q.db"})
     quiet = servetune("run", str(again), "--no-export", "--quiet", cwd=tmp_path)
     assert quiet.returncode == 0 and " COMPLETE: " not in quiet.stdout
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "ghost"],
+        ["export", "ghost", "--out", "out"],
+        ["show", "../ghost"],
+        ["export", "../../ghost", "--out", "../out"],
+        ["report", "ghost", "--html", "r.html"],
+        ["show", "ghost", "--storage", "sqlite:///sub/dir/ghost.db"],
+        ["show", "ghost", "--storage", "sqlite:///../ghost.db"],
+        ["export", "ghost", "--storage", "journal:logs/ghost.log", "--out", "out"],
+        ["show", "spec.yaml"],
+    ],
+)
+def test_reading_a_study_that_does_not_exist_creates_nothing(tmp_path, args):
+    cwd = tmp_path / "home" / "work"
+    cwd.mkdir(parents=True)
+    _write(cwd, SPEC)  # spec.yaml: its study was never run
+    before = _tree(tmp_path)
+    done = servetune(*args, cwd=cwd)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert "no study named" in done.stderr or "neither a study name" in done.stderr
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.postgres
+def test_reading_a_missing_study_leaves_an_empty_postgres_database_empty(tmp_path, postgres_url):
+    import sqlalchemy
+
+    done = servetune("show", "ghost", "--storage", postgres_url, cwd=tmp_path)
+    assert done.returncode == 2 and "no study named 'ghost'" in done.stderr
+    engine = sqlalchemy.create_engine(postgres_url)
+    try:
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
