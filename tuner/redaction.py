@@ -25,7 +25,7 @@ REDACTED = "***"
 # Query parameters whose values are secrets (matched on the decoded name, case-insensitively).
 _SECRET_KEY = re.compile(r"pass|pwd|secret|token|key|auth|credential", re.I)
 # Something that looks like a URL inside free text (an error message, a log line).
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>:;,.)\]]")
 _known: set[str] = set()
 
 
