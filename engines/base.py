@@ -114,7 +114,10 @@ class RunContext:
 
 @dataclass(frozen=True)
 class ExportBundle:
-    """Files an engine takes as they are, plus the command that uses them."""
+    """Files an engine takes as they are, plus the command that uses them.
+
+    ``full_command`` is the same server as one command line with every option spelled out (for
+    the manifest; no benchmark-only arguments), empty when ``command`` is that already."""
 
     files: Mapping[str, str]
     command: list[str]
@@ -122,6 +125,7 @@ class ExportBundle:
     # Commands serve.sh runs before ``command`` (a TensorRT engine's build, which returns at once
     # when the engine folder already holds this build).
     setup: tuple[tuple[str, ...], ...] = ()
+    full_command: list[str] = field(default_factory=list)
 
 
 class Engine(ABC):

@@ -408,13 +408,21 @@ class VllmEngine(ServedEngine):
         They are checked against the targeted release's option table unless
         ``options.server_command`` runs another server in vLLM's place (a stand-in takes flags of
         its own, such as ``--ttft-ms``).
+        Host and port among them are dropped (engines.serving.binding).
         """
-        argv = ["vllm", "serve", self.model_path(config, ctx), "--host", host, "--port", str(port)]
         added = {**dict(ctx.options.get("vllm_args") or {}), **(extra or {})}
         if not ctx.options.get("server_command"):  # another server (a stand-in) has its own flags
             for key in added:
                 self.table.flag(key, f"options.vllm_args.{key}")
-        for key, value in {**self.serve_options(config, ctx), **added}.items():
+        return self._argv(config, ctx, host, port, added)
+
+    def _argv(
+        self, config: Config, ctx: RunContext, host: str, port: int, added: dict[str, Any]
+    ) -> list[str]:
+        from engines.serving.binding import without_binding
+
+        argv = ["vllm", "serve", self.model_path(config, ctx), "--host", host, "--port", str(port)]
+        for key, value in {**self.serve_options(config, ctx), **without_binding(added)}.items():
             argv.append(f"--{key}")
             if isinstance(value, dict):
                 argv.append(json.dumps(value))
@@ -423,6 +431,8 @@ class VllmEngine(ServedEngine):
         return argv
 
     def export(self, config: Config, ctx: RunContext) -> ExportBundle:
+        """``vllm_config.yaml``, and as ``full_command`` the equivalent command line, like the
+        YAML without the benchmark-only ``vllm_args``."""
         options = {
             "model": self.model_path(config, ctx),
             "host": "127.0.0.1",
@@ -437,7 +447,7 @@ class VllmEngine(ServedEngine):
         return ExportBundle(
             files={"vllm_config.yaml": text},
             command=["vllm", "serve", "--config", "vllm_config.yaml"],
-            notes=" ".join(self.serve_argv(config, ctx, "127.0.0.1", 8000)),
+            full_command=self._argv(config, ctx, "127.0.0.1", 8000, {}),
         )
 
     def server_env(self, config: Config, ctx: RunContext) -> dict[str, str]:

@@ -7,6 +7,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -28,6 +29,7 @@ from tuner.console import (
     print_space,
     progress_printer,
 )
+from tuner.redaction import ScrubbingFilter, scrub
 from tuner.study.storage import redact
 
 app = typer.Typer(
@@ -48,6 +50,9 @@ def _options(debug: bool = typer.Option(False, "--debug", help="show tracebacks"
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if debug else optuna.logging.WARNING)
+    for name in ("", "optuna"):  # library logs never show a password
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(ScrubbingFilter())
 
 
 def _resolve(study: str, storage: str | None):
@@ -58,6 +63,11 @@ def _resolve(study: str, storage: str | None):
     if study.endswith((".yaml", ".yml")):
         spec = load_spec(study, storage=storage)
         return load_study(spec.name, spec.storage_url)
+    if storage is None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study):
+        raise ServetuneError(  # it would name a file outside studies/ (../x, /tmp/x)
+            f"study: {study!r} is neither a study name (letters, digits, _ . -) nor a spec "
+            "path (.yaml); give --storage to read a study of another name"
+        )
     return load_study(study, storage or f"sqlite:///studies/{study}.db")
 
 
@@ -361,8 +371,13 @@ def main() -> None:
         code = app(standalone_mode=False)
     except ServetuneError as exc:
         if _state["debug"]:
-            raise
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            import traceback
+
+            sys.stderr.write(scrub(traceback.format_exc()))
+            sys.exit(2)
+        err_console.print(
+            f"[red]error:[/] {escape(scrub(str(exc)))}", highlight=False, soft_wrap=True
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         code = 130
@@ -374,8 +389,11 @@ def main() -> None:
             sys.exit(2)
         if type(exc).__name__ == "Abort":
             code = 130
-        else:
-            raise
+        else:  # a bug: its traceback, with any password it quotes scrubbed
+            import traceback
+
+            sys.stderr.write(scrub(traceback.format_exc()))
+            sys.exit(1)
     if code == 130:
         err_console.print("interrupted: completed trials are saved; run again to resume")
     sys.exit(code if isinstance(code, int) else 0)

@@ -17,6 +17,7 @@ from rich.table import Table
 from engines import engine_class
 from engines.progress import progress_log
 from tuner.objectives import label
+from tuner.redaction import ScrubbingFilter
 from tuner.spec import StudySpec
 
 
@@ -54,6 +55,7 @@ def attach_progress_lines(quiet: bool = False, stream=None) -> logging.Handler |
         return None
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(ScrubbingFilter())
     handler.servetune_lines = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -153,6 +155,9 @@ def print_front(study, console: Console) -> None:
     table.add_column("precision")
     for metric in front.metrics:
         table.add_column(label(metric), justify="right")
+    errors = "error_rate" not in front.metrics  # failed requests are shown on every front
+    if errors:
+        table.add_column(label("error_rate"), justify="right")
     table.add_column("key options")
     sign = 1 if front.directions[0] == "maximize" else -1
     repeats: dict[tuple, list[int]] = {}
@@ -177,9 +182,11 @@ def print_front(study, console: Console) -> None:
             r.engine,
             r.precision or "",
             *[fmt(r.metrics.get(m)) for m in front.metrics],
+            *([f"{r.metrics.get('error_rate', math.nan):.1%}"] if errors else []),
             keys,
         )
     console.print(table)
+    console.print(f"[dim]feasible: {feasibility_line(study.user_attrs.get('slos') or {})}[/]")
     if front.records and front.records[0].estimated:
         console.print(
             "[dim]* winner; (xN): N configs with the same results. Numbers are "
@@ -187,6 +194,18 @@ def print_front(study, console: Console) -> None:
         )
     else:
         console.print("[dim]* winner; (xN): N configs with the same results.[/]")
+
+
+def feasibility_line(slos) -> str:
+    """The limits a feasible trial met, one line (``error rate <= 1%, TTFT p99 (ms) <= 2000``)."""
+    from tuner.objectives import DIRECTIONS, with_error_limit
+
+    parts = []
+    for metric, bound in with_error_limit(slos).items():
+        sign = "<=" if DIRECTIONS[metric] == "minimize" else ">="
+        shown = f"{bound:.2%}".replace(".00%", "%") if metric == "error_rate" else f"{bound:g}"
+        parts.append(f"{label(metric)} {sign} {shown}")
+    return ", ".join(parts)
 
 
 def fmt(value) -> str:

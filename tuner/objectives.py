@@ -59,6 +59,17 @@ def is_better(metric: str, a: float, b: float) -> bool:
     return a > b if DIRECTIONS[metric] == "maximize" else a < b
 
 
+# Every study's limit on failed requests (``slos.error_rate`` changes it): a config whose
+# requests fail is never feasible, however fast the rest were served.
+DEFAULT_ERROR_RATE = 0.01
+
+
+def with_error_limit(slos: Mapping[str, float]) -> dict[str, float]:
+    """``slos`` with the error-rate limit every study has (``DEFAULT_ERROR_RATE`` unless the
+    SLOs set ``error_rate``): these are what decide a trial's feasibility."""
+    return {**slos, "error_rate": float(slos.get("error_rate", DEFAULT_ERROR_RATE))}
+
+
 def constraint_values(metrics: Mapping[str, float], slos: Mapping[str, float]) -> list[float]:
     """Optuna constraint values (<= 0 is satisfied), one per SLO, in the SLOs' order.
 

@@ -19,7 +19,8 @@ from engines.accuracy import MEASURED_ONLY, AccuracySettings
 from engines.errors import SpecError
 from engines.specs import HardwareSpec, ModelSpec
 from engines.workload import WorkloadSpec
-from tuner.objectives import DIRECTIONS
+from tuner.objectives import DIRECTIONS, with_error_limit
+from tuner.redaction import redact_url, remember, spec_secrets
 
 # Settings that change how hard a study looks, not what a trial measures: resuming a study
 # with more trials or another sampler keeps its identity.
@@ -227,6 +228,9 @@ class StudySpec(BaseModel):
         for metric in value:
             if metric not in DIRECTIONS:
                 raise ValueError(f"unknown metric {metric!r}; known: {', '.join(DIRECTIONS)}")
+        rate = value.get("error_rate")
+        if rate is not None and not 0 <= rate <= 1:
+            raise ValueError(f"error_rate is a share of requests, 0 to 1 (got {rate})")
         return value
 
     @model_validator(mode="after")
@@ -236,6 +240,24 @@ class StudySpec(BaseModel):
             raise ValueError(f"objectives repeat a metric: {names}")
         if self.sampler == "grid" and self.budget.trials is None:
             raise ValueError("budget.trials is required with sampler 'grid'")
+        return self
+
+    @model_validator(mode="after")
+    def _servetune_binds(self) -> StudySpec:
+        """Host and port are servetune's: extra server arguments cannot rebind a server
+        (engines.serving.binding); ``options.host`` is the one way past loopback."""
+        if any(str(key).endswith("_args") for key in self.options):
+            from engines.serving.binding import reserved_args
+
+            reserved = reserved_args(self.options)
+            if reserved:
+                raise ValueError(
+                    f"{reserved[0]}: host and port are servetune's (each server gets 127.0.0.1 "
+                    "and a free port); set options.host to bind beyond loopback"
+                )
+        host = self.options.get("host")
+        if host is not None and (not isinstance(host, str) or not host.strip()):
+            raise ValueError(f"options.host: an address to bind, e.g. 0.0.0.0 (got {host!r})")
         return self
 
     @model_validator(mode="after")
@@ -285,6 +307,13 @@ class StudySpec(BaseModel):
         return self.storage or f"sqlite:///studies/{self.name}.db"
 
     @property
+    def feasibility_slos(self) -> dict[str, float]:
+        """The limits a trial must meet to be feasible: ``slos`` plus the error-rate limit
+        (1% unless ``slos.error_rate`` says otherwise; tuner.objectives.with_error_limit).
+        Kept apart from ``slos`` so that the spec hash of existing studies does not change."""
+        return with_error_limit(self.slos)
+
+    @property
     def winner_metric(self) -> str:
         return self.winner.metric or self.objectives[0].metric
 
@@ -322,6 +351,7 @@ def parse_spec(data: Any, source: str = "spec") -> StudySpec:
         raise SpecError(
             f"{source}: expected a mapping of study settings, got {type(data).__name__}"
         )
+    remember(spec_secrets(data))  # scrubbed from every error and log line from now on
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:
@@ -349,7 +379,14 @@ def _first_error(exc: ValidationError) -> str:
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
     msg = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
-    shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+    if isinstance(value, str):
+        value = redact_url(value)
+    secret = "env" in err["loc"] or "storage" in err["loc"]
+    shown = (
+        f" (got {value!r})"
+        if value is not None and not isinstance(value, dict) and not secret
+        else ""
+    )
     if len(shown) > 80:
         shown = shown[:77] + "...)"
     return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"

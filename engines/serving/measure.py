@@ -44,7 +44,8 @@ from engines.errors import EngineError
 from engines.metrics import Measurement, RequestRecord, cost_per_mtok, summarize
 from engines.progress import RunProgress, progress_log
 from engines.served import ServedEngine
-from engines.serving.lifecycle import HOST, ServerProcess, classify_failure, free_port
+from engines.serving.binding import bind_host, client_host
+from engines.serving.lifecycle import ServerProcess, classify_failure, free_port
 from engines.serving.loadgen import LoadRequest, LoadResult, run_load
 from engines.serving.overload import OverloadMonitor
 from engines.serving.pool import ServerPool, restart_key
@@ -400,9 +401,10 @@ def server_command(engine: ServedEngine, ctx: RunContext) -> list[str] | None:
 
 def _start(engine: ServedEngine, config: Config, ctx: RunContext) -> ServerProcess:
     """A healthy server on a free port; a port taken in the meantime is retried."""
+    bound = bind_host(ctx.options)
     for attempt in range(_PORT_RETRIES + 1):
-        port = free_port(HOST)
-        argv = list(engine.serve_argv(config, ctx, HOST, port))
+        port = free_port(bound)
+        argv = list(engine.serve_argv(config, ctx, bound, port))
         command = server_command(engine, ctx)
         if command:
             argv = [*command, *argv[2:]]
@@ -412,7 +414,7 @@ def _start(engine: ServedEngine, config: Config, ctx: RunContext) -> ServerProce
             argv,
             port,
             log_path,
-            host=HOST,
+            host=client_host(bound),
             env=_environment(engine, config, ctx),
             health_path=engine.health_path,
             startup_timeout_s=float(

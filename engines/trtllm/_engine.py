@@ -336,6 +336,7 @@ class TrtllmEngine(ServedEngine):
             notes=f"TensorRT-LLM {TRTLLM_RELEASE}, TensorRT engine: build_engine.sh quantizes or "
             "converts and builds into trtllm_engine/ once (again only when a build option "
             "changes); serve.sh serves from it",
+            full_command=serve,
         )
 
     def versions(self) -> dict[str, str]:

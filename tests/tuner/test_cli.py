@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,24 @@ SPEC = {
 }
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env() -> dict[str, str]:
+    """This process's environment with PYTHONPATH at this checkout first, so the subprocess
+    runs the code under test (the venv's editable install may point at another checkout)."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), path) if p)}
+
+
 def servetune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tuner", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "tuner", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=cli_env(),
     )
 
 
@@ -124,6 +140,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuner", "run", str(spec), "--no-export"],
         cwd=tmp_path,
+        env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -172,6 +189,7 @@ def test_dashboard_serves_the_study_on_loopback(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuner", "dashboard", str(spec), "--port", str(port)],
         cwd=tmp_path,
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -350,3 +368,46 @@ def test_every_commands_help_fits_80_columns_without_bool_placeholders(tmp_path)
         assert done.returncode == 0, done.stderr
         assert "<bool>" not in done.stdout, command
         assert max(map(len, done.stdout.splitlines())) <= 80, command
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "ghost"],
+        ["export", "ghost", "--out", "out"],
+        ["show", "../ghost"],
+        ["export", "../../ghost", "--out", "../out"],
+        ["report", "ghost", "--html", "r.html"],
+        ["show", "ghost", "--storage", "sqlite:///sub/dir/ghost.db"],
+        ["show", "ghost", "--storage", "sqlite:///../ghost.db"],
+        ["export", "ghost", "--storage", "journal:logs/ghost.log", "--out", "out"],
+        ["show", "spec.yaml"],
+    ],
+)
+def test_reading_a_study_that_does_not_exist_creates_nothing(tmp_path, args):
+    cwd = tmp_path / "home" / "work"
+    cwd.mkdir(parents=True)
+    _write(cwd, SPEC)  # spec.yaml: its study was never run
+    before = _tree(tmp_path)
+    done = servetune(*args, cwd=cwd)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert "no study named" in done.stderr or "neither a study name" in done.stderr
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.postgres
+def test_reading_a_missing_study_leaves_an_empty_postgres_database_empty(tmp_path, postgres_url):
+    import sqlalchemy
+
+    done = servetune("show", "ghost", "--storage", postgres_url, cwd=tmp_path)
+    assert done.returncode == 2 and "no study named 'ghost'" in done.stderr
+    engine = sqlalchemy.create_engine(postgres_url)
+    try:
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()

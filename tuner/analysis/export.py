@@ -68,7 +68,7 @@ def export_trial(
         manifest_path.write_text(
             json.dumps(
                 {
-                    **_manifest(study, spec, record, bundle.command, bundle.notes, front),
+                    **_manifest(study, spec, record, bundle, front),
                     "options_checked_against": engine.versions(),
                 },
                 indent=2,
@@ -93,7 +93,9 @@ def serve_script(label: str, bundle: ExportBundle) -> str:
     )
 
 
-def _manifest(study, spec, record, command, notes, front) -> dict:
+def _manifest(study, spec, record, bundle, front) -> dict:
+    """What was measured and how to serve it; ``full_command`` is shell-quoted (``shlex.join``),
+    so pasting it into a shell runs the server with exactly these arguments and nothing else."""
     return {
         "study": study.study_name,
         "storage": redact(spec.storage_url),
@@ -110,13 +112,14 @@ def _manifest(study, spec, record, command, notes, front) -> dict:
         "on_pareto_front": record.number in front.front,
         "winner_policy": {"metric": spec.winner_metric, "tie_break": spec.winner.tie_break},
         "objectives": [o.metric for o in spec.objectives],
-        "slos": spec.slos,
+        "slos": spec.feasibility_slos,
         "model": spec.model.name,
         "hardware": {"gpu": spec.hardware.gpu, "count": spec.hardware.count},
         "workload": spec.workload.model_dump(mode="json"),
-        "spec_hash": spec.spec_hash(),
-        "command": command,
-        "full_command": notes,
+        "spec_hash": study.user_attrs.get("spec_hash") or spec.spec_hash(),
+        "command": bundle.command,
+        "full_command": shlex.join(bundle.full_command or bundle.command),
+        "notes": bundle.notes,
         "uncertainty": _uncertainty(study, record),
         "versions": {**tool_versions(), **(record.attrs.get("result") or {}).get("versions", {})},
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

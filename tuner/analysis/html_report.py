@@ -25,10 +25,11 @@ import yaml
 from engines import engine_class, split_settings
 from engines.errors import StudyError
 from tuner.analysis.results import FrontResult, TrialRecord, study_front, trial_records
+from tuner.objectives import with_error_limit
 from tuner.plots import label, plot_pareto
+from tuner.redaction import redact_spec, scrub
 from tuner.spec import StudySpec
 from tuner.study.loop import make_context
-from tuner.study.storage import redact
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def report_data(study: optuna.Study, spec: StudySpec) -> ReportData:
         estimated=any(r.estimated for r in records if r.state == "COMPLETE"),
         spec_yaml=_spec_yaml(study),
         objectives=objectives,
-        slos=dict(study.user_attrs.get("slos") or {}),
+        slos=with_error_limit(study.user_attrs.get("slos") or {}),
         front=front,
         rows=[_row(r, front, winner, objectives) for r in records],
         baseline=baseline.number if baseline else None,
@@ -98,9 +99,8 @@ def _with_winner(data: ReportData, config: dict, command: str, files: dict) -> R
 
 def _spec_yaml(study: optuna.Study) -> str:
     """The stored spec (the study keeps it without its storage URL), passwords redacted."""
-    spec = study.user_attrs.get("spec") or {}
-    text = yaml.safe_dump(spec, sort_keys=False)
-    return redact(text)
+    spec = redact_spec(study.user_attrs.get("spec") or {})  # studies stored before redaction
+    return scrub(yaml.safe_dump(spec, sort_keys=False))
 
 
 def _ratios(

@@ -18,7 +18,7 @@ import pandas as pd
 from engines.errors import StudyError
 from engines.space import tidy_config
 from tuner.analysis.pareto import hypervolume, pareto_mask, pick_winner, reference_point
-from tuner.objectives import DIRECTIONS, constraint_values
+from tuner.objectives import DIRECTIONS, constraint_values, with_error_limit
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def study_front(
     return pareto_front(
         records,
         objectives,
-        slos if slos is not None else study.user_attrs.get("slos", {}),
+        slos if slos is not None else with_error_limit(study.user_attrs.get("slos") or {}),
         winner.get("metric") or objectives[0],
         winner.get("tie_break"),
         winner.get("tolerance", 0.01),

@@ -252,7 +252,7 @@ def remeasure_study(
             baseline + finalists,
             engines,
             lambda number: make_context(spec, number),
-            spec.slos,
+            spec.feasibility_slos,
             rounds,
             spec.measurement.confidence,
             on_run,

@@ -29,12 +29,13 @@ from engines.metrics import Measurement
 from engines.progress import progress_log
 from engines.space import apply_overrides, named_config, space_defaults
 from tuner.objectives import constraint_values, request_slo
+from tuner.redaction import redact_spec
 from tuner.spec import StudySpec, parse_spec
 from tuner.study.mirror import can_mirror, in_memory_twin, persist_new
 from tuner.study.repeats import DRAWS as REPEAT_DRAWS
 from tuner.study.repeats import queue_unmeasured, stuck_on_repeats
 from tuner.study.search import config_params, make_sampler, suggest_config
-from tuner.study.storage import open_storage, redact
+from tuner.study.storage import open_storage, redact, storage_exists
 from tuner.study.strategy import DUPLICATE_REASON, pre_run_veto, teach_validity
 from tuner.versions import tool_versions
 
@@ -106,17 +107,20 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
         directions=directions,
         load_if_exists=True,
     )
-    study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
+    study.set_user_attr("spec", redact_spec(spec.model_dump(mode="json", exclude={"storage"})))
     study.set_user_attr("spec_hash", spec.spec_hash())
     study.set_user_attr("objectives", [o.metric for o in spec.objectives])
     study.set_metric_names([o.metric for o in spec.objectives])  # optuna-dashboard's axis titles
-    study.set_user_attr("slos", spec.slos)
+    study.set_user_attr("slos", spec.feasibility_slos)
     study.set_user_attr("versions", tool_versions())
     return study
 
 
 def load_study(name: str, storage: str) -> tuple[optuna.Study, StudySpec]:
-    """Load an existing study and the spec it was made from."""
+    """Load an existing study and the spec it was made from (creating nothing when it is not
+    there: no folder, no database file, no schema)."""
+    if not storage_exists(storage):
+        raise StudyError(f"no study named {name!r} in {redact(storage)} (no such storage)")
     try:
         study = optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:
@@ -346,7 +350,7 @@ def run_one_trial(
     )
     if veto:  # free: told as PRUNED, not counted (NOT_COUNTED), capped in tuner.study.strategy
         trial.set_user_attr("fail", {"reason": veto[0], "detail": veto[1]})
-        _set_constraints(trial, spec, [1.0] * len(spec.slos))
+        _set_constraints(trial, spec, [1.0] * len(spec.feasibility_slos))
         _tell(study, trial, state=TrialState.PRUNED)
         if veto[0] == DUPLICATE_REASON and not spec.allow_repeats and stuck_on_repeats(study):
             _queue_unmeasured_or_stop(study, spec, engines, spaces)
@@ -406,7 +410,7 @@ def _measure(
     )
     if reasons:
         trial.set_user_attr("fail", {"reason": "invalid", "detail": "; ".join(reasons)})
-        _set_constraints(trial, spec, [1.0] * len(spec.slos))
+        _set_constraints(trial, spec, [1.0] * len(spec.feasibility_slos))
         _tell(study, trial, state=TrialState.PRUNED)
         return outcome("PRUNED", reason="invalid: " + reasons[0])
     started = time.monotonic()
@@ -424,11 +428,11 @@ def _measure(
     metrics = measurement.metrics()
     trial.set_user_attr("metrics", metrics)
     values = [metrics.get(o.metric, math.nan) for o in spec.objectives]
-    constraints = constraint_values(metrics, spec.slos)
+    constraints = constraint_values(metrics, spec.feasibility_slos)
     feasible = all(c <= 0 for c in constraints)
     stopped = (measurement.extra or {}).get("stopped")
     if stopped:  # a partial run: its values are not the config's, so the sampler gets none
-        _set_constraints(trial, spec, [1.0] * len(spec.slos))
+        _set_constraints(trial, spec, [1.0] * len(spec.feasibility_slos))
         trial.set_user_attr("result", _result(measurement, engine, constraints, False, started))
         trial.set_user_attr("fail", {"reason": OVERLOADED, "detail": str(stopped)[:2000]})
         _tell(study, trial, state=TrialState.PRUNED)
@@ -495,7 +499,7 @@ def _result(
 
 def _set_constraints(trial: optuna.Trial, spec: StudySpec, values: list[float]) -> None:
     """Record SLO constraint values (<= 0 met) where Optuna's samplers read them."""
-    for metric, value in zip(spec.slos, values, strict=True):
+    for metric, value in zip(spec.feasibility_slos, values, strict=True):
         trial.set_constraint(metric, value)
 
 

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
-import re
 import time
 from pathlib import Path
 
 import optuna
 
 from engines.errors import StudyError
+from tuner.redaction import redact_url, remember, scrub, url_secrets
+
+# The storage URL without its password (for manifests, logs and study attributes).
+redact = redact_url
 
 
-def redact(url: str) -> str:
-    """The storage URL without a password (for manifests, logs and study attributes)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+def sqlalchemy_url(url: str) -> str:
+    """``url`` with a driver SQLAlchemy can load here: plain ``postgresql://`` (the documented
+    form) means psycopg 3 to SQLAlchemy 2.1, while servetune's ``postgres`` extra installs
+    psycopg2; without psycopg 3 the URL names psycopg2. ``postgres://`` (Heroku's spelling,
+    which SQLAlchemy does not know) is read the same way."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
+            if plain == "postgres://" or driver == "psycopg2":
+                return f"postgresql+{driver}://" + url.removeprefix(plain)
+    return url
 
 
 def _tune_sqlite(storage: optuna.storages.RDBStorage) -> None:
@@ -62,8 +74,10 @@ def _rdb_storage(url: str, kwargs: dict) -> optuna.storages.RDBStorage:
 def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``; SQLite parent folders are created, failures named.
 
-    ``journal:<path>`` opens Optuna's JournalStorage on a file (for shared filesystems).
+    ``journal:<path>`` opens Optuna's JournalStorage on a file (for shared filesystems). Errors
+    never carry the URL's password (:mod:`tuner.redaction`).
     """
+    remember(url_secrets(url))
     try:
         if url.startswith("journal:"):
             path = Path(url.removeprefix("journal:"))
@@ -78,7 +92,7 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.Ba
         kwargs = {}
         if heartbeat_s:
             kwargs = {"heartbeat_interval": heartbeat_s, "grace_period": heartbeat_s * 3}
-        storage = _rdb_storage(url, kwargs)
+        storage = _rdb_storage(sqlalchemy_url(url), kwargs)
         if url.startswith("sqlite:"):
             _tune_sqlite(storage)
         return storage
@@ -87,5 +101,37 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.Ba
     except OSError as exc:
         raise StudyError(f"storage: cannot create {exc.filename}: {exc.strerror}") from None
     except Exception as exc:  # SQLAlchemy/driver errors are many; show the first line only
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StudyError(f"storage: cannot open {redact(url)}: {first}") from None
+        raise _open_error(url, exc) from None
+
+
+def storage_exists(url: str) -> bool:
+    """Whether ``url`` names a storage that already holds Optuna's tables. Creates nothing (no
+    folder, no SQLite file, no schema), so reading a study that is not there (``show``,
+    ``export``) leaves no trace, also when its name walks out with ``../``."""
+    remember(url_secrets(url))
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        return False
+    for prefix in ("journal:", "sqlite:///"):
+        if url.startswith(prefix):
+            if not Path(url.removeprefix(prefix).split("?", 1)[0]).is_file():
+                return False
+            if prefix == "journal:":
+                return True
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(sqlalchemy_url(url))
+        try:
+            return sqlalchemy.inspect(engine).has_table("studies")
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - same one-line form as open_storage's errors
+        raise _open_error(url, exc) from None
+
+
+def _open_error(url: str, exc: Exception) -> StudyError:
+    """One line: the redacted URL and the first line of the driver's message, scrubbed (a
+    malformed URL's message may quote the URL, password and all)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return StudyError(f"storage: cannot open {redact(url)}: {scrub(first, [url])}")

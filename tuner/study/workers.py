@@ -54,7 +54,7 @@ from tuner.study.loop import (
     search_spaces,
 )
 from tuner.study.search import make_sampler
-from tuner.study.storage import _tune_sqlite, open_storage, redact
+from tuner.study.storage import _tune_sqlite, open_storage, redact, sqlalchemy_url
 
 log = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT_S = 10
@@ -132,7 +132,7 @@ def open_worker_storage(
         )
         return open_storage(url)
     open_storage(url).engine.dispose()  # same checks and one-line errors as everywhere else
-    storage = HeartbeatStorage(url, heartbeat_s, grace_s or 3 * heartbeat_s)
+    storage = HeartbeatStorage(sqlalchemy_url(url), heartbeat_s, grace_s or 3 * heartbeat_s)
     if url.startswith("sqlite:"):
         _tune_sqlite(storage)
     return storage
