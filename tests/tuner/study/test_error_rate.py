@@ -111,7 +111,7 @@ def test_a_trial_with_failed_requests_is_infeasible_and_never_exported(tmp_path)
     console = Console(record=True, width=200)
     print_front(study, console)
     shown = console.export_text()
-    assert "error rate <= 1%" in shown and "0.0%" in shown and "1 of 1 feasible" in shown
+    assert "error rate <= 1%" in shown and "0.0%" in shown and "1 config among 1 feasible" in shown
 
     looser = _spec(tmp_path, "errors-allowed", {"ttft_p99_ms": 5000, "error_rate": 0.5})
     allowed = run_study(looser)
