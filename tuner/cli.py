@@ -29,6 +29,7 @@ from tuner.console import (
     print_space,
     progress_printer,
 )
+from tuner.interrupts import interrupt_on_termination
 from tuner.redaction import ScrubbingFilter, scrub
 from tuner.study.storage import redact
 
@@ -367,6 +368,7 @@ def main() -> None:
     vendored click exceptions for usage errors, so both are read by shape, not by class.
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    interrupt_on_termination()
     try:
         code = app(standalone_mode=False)
     except ServetuneError as exc:

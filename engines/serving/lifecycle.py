@@ -19,9 +19,11 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -140,6 +142,10 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+# The server runs under engines/serving/guard.py, which ends its group when this process dies.
+GUARD = Path(__file__).with_name("guard.py")
+
+
 # ---------------------------------------------------------------- teardown on every exit path
 _LIVE: weakref.WeakSet[ServerProcess] = weakref.WeakSet()
 _HOOKS_INSTALLED = False
@@ -247,9 +253,15 @@ class ServerProcess:
         with self.log_path.open("ab") as out:
             out.write(f"$ {' '.join(self.argv)}\n".encode())
             out.flush()
+            if shutil.which(self.argv[0], path=(self.env or os.environ).get("PATH")) is None:
+                raise EngineError(
+                    "not_installed",
+                    f"cannot run {self.argv[0]!r} (not found): install the engine (e.g. "
+                    "pip install 'servetune[vllm]') or set options.server_command",
+                )
             try:
                 self.proc = subprocess.Popen(
-                    self.argv,
+                    [sys.executable, str(GUARD), str(os.getpid()), "--", *self.argv],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,

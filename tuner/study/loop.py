@@ -11,6 +11,7 @@ metrics kept; unlike a rejection it ran, so it uses up budget and counts as meas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ from engines.space import apply_overrides, named_config, space_defaults
 from tuner.objectives import constraint_values, request_slo
 from tuner.redaction import redact_spec
 from tuner.spec import StudySpec, parse_spec
+from tuner.study.liveness import OWNER_ATTR, fail_dead_owners, owner_record
 from tuner.study.mirror import can_mirror, in_memory_twin, persist_new
 from tuner.study.repeats import DRAWS as REPEAT_DRAWS
 from tuner.study.repeats import queue_unmeasured, stuck_on_repeats
@@ -277,6 +279,7 @@ def run_study(
     engines = engines or build_engines(spec)
     spaces = search_spaces(spec, engines)
     persistent = open_study(spec)
+    fail_dead_owners(persistent)  # trials of a killed earlier run: not left RUNNING
     mirrored = spec.runner == "sim" and can_mirror(persistent)
     study = in_memory_twin(persistent) if mirrored else persistent
     stored = len(study.trials)
@@ -323,14 +326,53 @@ def short_config(config: dict[str, Any], space: list) -> str:
 def run_one_trial(
     study: optuna.Study, spec: StudySpec, engines: dict[str, Engine], spaces: dict[str, list]
 ) -> TrialOutcome:
-    """Ask for one config, validate and measure it, and tell the study how it went."""
+    """Ask for one config, validate and measure it, and tell the study how it went.
+
+    Whatever happens after the ask, the trial is told: an interrupt (Ctrl-C, SIGTERM, SIGHUP)
+    fails it as ``interrupted`` and propagates; any other exception (a bug in an engine's rules,
+    plan or run, a storage hiccup while recording) fails it as ``error`` with its message and
+    the study goes on. No trial is left RUNNING by a live process."""
     teach_validity(study.sampler, spaces, _validity(spec, engines))
     trial = study.ask()
     try:
-        engine_name, config = suggest_config(trial, spaces)
-    except optuna.exceptions.TrialPruned:  # pragma: no cover - samplers do not prune on suggest
-        _tell(study, trial, state=TrialState.PRUNED)
+        trial.set_user_attr(OWNER_ATTR, owner_record())
+        return _run_asked(study, trial, spec, engines, spaces)
+    except KeyboardInterrupt:
+        _fail_unless_told(study, trial, "interrupted", "stopped by the user or a signal")
         raise
+    except StudyError:
+        raise  # the trial was told first (STOPS_THE_STUDY)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise  # another worker gave this trial up as lost meanwhile (tuner.study.workers)
+    except Exception as exc:  # noqa: BLE001 - the study outlives any one trial's bug
+        log.exception("trial %d failed unexpectedly", trial.number)
+        _fail_unless_told(study, trial, "error", f"{type(exc).__name__}: {exc}")
+        engine = trial.user_attrs.get("engine", "?")
+        return TrialOutcome(
+            trial.number,
+            engine,
+            "FAIL",
+            None,
+            False,
+            f"error: {exc}",
+            trial.user_attrs.get("config", {}),
+        )
+
+
+def _fail_unless_told(study: optuna.Study, trial: optuna.Trial, reason: str, detail: str) -> None:
+    """Fail ``trial`` unless it was already told (an exception after its tell changes nothing)."""
+    with contextlib.suppress(RuntimeError, ValueError):  # UpdateFinishedTrialError: told
+        _fail(study, trial, reason, detail)
+
+
+def _run_asked(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    spec: StudySpec,
+    engines: dict[str, Engine],
+    spaces: dict[str, list],
+) -> TrialOutcome:
+    engine_name, config = suggest_config(trial, spaces)
     engine = engines[engine_name]
     load = None
     if spec.workload.sweep:  # the load level is searched too; a server takes it without restart
@@ -360,11 +402,7 @@ def run_one_trial(
     progress_log.info(
         "trial %d (%s): %s", trial.number, engine_name, short_config(config, spaces[engine_name])
     )
-    try:
-        return _measure(study, trial, spec, engine, config, ctx)
-    except KeyboardInterrupt:
-        _fail(study, trial, "interrupted", "stopped by the user")
-        raise
+    return _measure(study, trial, spec, engine, config, ctx)
 
 
 def _queue_unmeasured_or_stop(

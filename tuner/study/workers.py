@@ -42,6 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 from engines import Engine, EngineError, RunContext
 from engines.errors import StudyError
 from tuner.spec import StudySpec
+from tuner.study.liveness import fail_dead_owners
 from tuner.study.loop import (
     ProgressCallback,
     _enqueue_starts,
@@ -316,6 +317,7 @@ def run_worker(
     try:
         while deadline is None or time.monotonic() < deadline:
             fail_lost_trials(study, requeue_lost)
+            fail_dead_owners(study)
             if search_exhausted(study):  # this or another worker told the grid's last trial
                 log.info("every config of the grid was tried; stopping")
                 break
@@ -384,11 +386,13 @@ def worker_main() -> None:
     import json
     import sys
 
+    from tuner.interrupts import interrupt_on_termination
     from tuner.spec import parse_spec
 
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = json.load(sys.stdin)
+    interrupt_on_termination()
     try:
         run_worker(parse_spec(data["spec"]), **data["settings"])
     except KeyboardInterrupt:

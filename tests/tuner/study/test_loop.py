@@ -297,3 +297,41 @@ def test_a_grid_smaller_than_the_budget_ends_when_every_config_was_tried(tmp_pat
     assert search_exhausted(study)
     again = run_study(spec)
     assert len(again.trials) == 3
+
+
+@pytest.mark.parametrize("where", ["validate", "plan", "run", "metrics"])
+def test_an_exception_anywhere_in_a_trial_fails_it_and_the_study_goes_on(tmp_path, where):
+    from tuner.study.loop import build_engines
+
+    spec = _spec(tmp_path, budget={"trials": 8}, baseline=False, sampler="random")
+    inner = build_engines(spec)["vllm"]
+
+    class Broken(type(inner)):  # the sim engine with a bug in one step, for half the configs
+        def _maybe_raise(self, step, config):
+            if step == where and config["enable_prefix_caching"]:
+                raise ZeroDivisionError(f"bug in {step}")
+
+        def validate(self, config, ctx):
+            self._maybe_raise("validate", config)
+            return super().validate(config, ctx)
+
+        def plan(self, config, ctx):
+            self._maybe_raise("plan", config)
+            return super().plan(config, ctx)
+
+        def run(self, config, ctx):
+            self._maybe_raise("run", config)
+            measured = super().run(config, ctx)
+            self._maybe_raise("metrics", config)
+            return measured
+
+    broken = Broken.__new__(Broken)
+    broken.__dict__.update(inner.__dict__)
+    study = run_study(spec, engines={"vllm": broken})
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert failed and all(fail_reason(t) == "error" for t in failed)
+    assert all("ZeroDivisionError: bug in" in t.user_attrs["fail"]["detail"] for t in failed)
+    assert all(t.user_attrs["config"]["enable_prefix_caching"] for t in failed)
+    assert counted_trials(study) == 8 and "COMPLETE" in states
