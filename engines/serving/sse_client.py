@@ -102,7 +102,7 @@ class Connection(asyncio.Protocol):
         self._state, self._status, self._keep_alive = _HEAD, 0, True
         self._waiter = asyncio.get_running_loop().create_future()
         self.reusable = False
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None:
             # the server closed the new connection before the request went out (an overloaded
             # accept queue does this): a connect error, not a crash of the load generator
             self._state = _DONE
