@@ -142,6 +142,9 @@ class Engine(ABC):
     # Options that must never change greedy outputs (speculative decoding), and the options that
     # may (precision): a config that differs from the accuracy reference only in the former must
     # agree with it token for token (engines.accuracy.lossless).
+    # The option that sets the longest sequence a server accepts (vLLM's max_model_len): a spec
+    # that pins it past the model's context is refused before a study starts.
+    context_option: ClassVar[str | None] = None
     lossless_options: ClassVar[tuple[str, ...]] = ()
     numerics_options: ClassVar[tuple[str, ...]] = ()
 

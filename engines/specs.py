@@ -93,17 +93,35 @@ def _read_hf_config(path: Path) -> dict[str, Any]:
         raise SpecError(f"model.config_json: cannot read {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise SpecError(f"model.config_json: {path} is not JSON ({exc.msg})") from None
-    try:
-        hidden = int(cfg["hidden_size"])
-        heads = int(cfg["num_attention_heads"])
-        layers = int(cfg["num_hidden_layers"])
-        inter = int(cfg["intermediate_size"])
-        vocab = int(cfg["vocab_size"])
-    except KeyError as exc:
-        raise SpecError(f"model.config_json: {path} lacks {exc.args[0]!r}") from None
-    kv_heads = int(cfg.get("num_key_value_heads", heads))
-    head_dim = int(cfg.get("head_dim") or hidden // heads)
-    experts = cfg.get("num_local_experts")
+    if not isinstance(cfg, dict):
+        raise SpecError(
+            f"model.config_json: {path} holds a JSON {type(cfg).__name__}, not a model config"
+        )
+
+    def size(key: str, default: Any = None) -> int:
+        value = cfg.get(key, default)
+        if value is None and default is None and key not in cfg:
+            raise SpecError(f"model.config_json: {path} lacks {key!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpecError(
+                f"model.config_json: {path}: {key} must be a positive whole number (got {value!r})"
+            )
+        return value
+
+    hidden = size("hidden_size")
+    heads = size("num_attention_heads")
+    layers = size("num_hidden_layers")
+    inter = size("intermediate_size")
+    vocab = size("vocab_size")
+    kv_heads = size("num_key_value_heads", heads)
+    head_dim = (
+        size("head_dim", hidden // heads or 1)
+        if cfg.get("head_dim") is not None
+        else (hidden // heads)
+    )
+    if head_dim < 1:
+        raise SpecError(f"model.config_json: {path}: hidden_size {hidden} < {heads} heads")
+    experts = size("num_local_experts") if cfg.get("num_local_experts") is not None else None
     per_layer_attn = hidden * head_dim * (heads + 2 * kv_heads) + heads * head_dim * hidden
     per_layer_mlp = 3 * hidden * inter * (experts or 1)
     embed = vocab * hidden * (1 if cfg.get("tie_word_embeddings") else 2)
@@ -118,11 +136,11 @@ def _read_hf_config(path: Path) -> dict[str, Any]:
         "head_dim": head_dim,
         "intermediate_size": inter,
         "vocab_size": vocab,
-        "max_context": int(cfg.get("max_position_embeddings", 4096)),
+        "max_context": size("max_position_embeddings", 4096),
         "path": str(path.parent),
     }
     if experts:
-        top_k = int(cfg.get("num_experts_per_tok", 2))
+        top_k = size("num_experts_per_tok", 2)
         active = layers * (per_layer_attn + 3 * hidden * inter * top_k) + embed
         out.update(
             num_experts=int(experts),

@@ -232,6 +232,7 @@ class VllmEngine(ServedEngine):
         "pipeline_parallel_size",
     )
     settings = ("version",)
+    context_option = "max_model_len"
     lossless_options = ("speculative_method",)  # vLLM's rejection sampling keeps greedy outputs
     numerics_options = ("dtype", "quantization", "kv_cache_dtype")
 
@@ -411,7 +412,8 @@ class VllmEngine(ServedEngine):
         Host and port among them are dropped (engines.serving.binding).
         """
         added = {**dict(ctx.options.get("vllm_args") or {}), **(extra or {})}
-        if not ctx.options.get("server_command"):  # another server (a stand-in) has its own flags
+        own = ctx.options.get("vllm_server_command") or ctx.options.get("server_command")
+        if not own:  # another server (a stand-in) in vLLM's place has flags of its own
             for key in added:
                 self.table.flag(key, f"options.vllm_args.{key}")
         return self._argv(config, ctx, host, port, added)

@@ -7,16 +7,15 @@ real load generator consume the same plan, so a sim trial and a real trial see t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engines.catalog import load_data
-from engines.errors import SpecError
+from engines.datasets import dataset_requests
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -116,7 +115,7 @@ class WorkloadSpec(BaseModel):
     arrival: Arrival = Arrival(kind="concurrency", concurrency=64)
     num_requests: int = Field(default=500, ge=1, le=1_000_000)
     warmup_requests: int = Field(default=0, ge=0)
-    sweep: list[float] | None = Field(
+    sweep: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = Field(
         default=None,
         min_length=1,
         description="load levels searched as a parameter: concurrencies (closed loop) or "
@@ -206,36 +205,11 @@ def plan_requests(workload: WorkloadSpec, seed: int) -> RequestPlan:
 
 
 def _dataset_lengths(path: Path) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
-    """Read a JSONL dataset: each line has ``output_tokens`` and ``input_tokens`` or ``prompt``.
-
-    ShareGPT-style files (``conversations``) are read by the real load generator, which has a
-    tokenizer; here a prompt without a token count is estimated at 4 characters a token.
-    """
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise SpecError(f"workload.dataset: cannot read {path}: {exc.strerror}") from None
-    ins: list[int] = []
-    outs: list[int] = []
-    texts: list[str | None] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            prompt = row.get("prompt")
-            n_in = int(row["input_tokens"]) if "input_tokens" in row else max(1, len(prompt) // 4)
-            n_out = int(row["output_tokens"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise SpecError(f"workload.dataset: {path} line {number}: {exc!r}") from None
-        if n_in < 1 or n_out < 1:
-            raise SpecError(f"workload.dataset: {path} line {number}: token counts must be >= 1")
-        ins.append(n_in)
-        outs.append(n_out)
-        texts.append(prompt)
-    if not ins:
-        raise SpecError(f"workload.dataset: {path} has no requests")
-    return np.array(ins, dtype=np.int64), np.array(outs, dtype=np.int64), texts
+    """Input and output lengths and prompts of a dataset (engines.datasets: either form)."""
+    rows = dataset_requests(path)
+    ins = np.array([r[0] for r in rows], dtype=np.int64)
+    outs = np.array([r[1] for r in rows], dtype=np.int64)
+    return ins, outs, [r[2] for r in rows]
 
 
 def measured_window(plan: RequestPlan) -> RequestPlan:

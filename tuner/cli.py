@@ -369,8 +369,11 @@ def main() -> None:
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     interrupt_on_termination()
+    args = sys.argv[1:]
+    if "--debug" in args[1:] and args[0] != "--debug":  # `servetune run spec.yaml --debug` too
+        args = ["--debug", *(a for a in args if a != "--debug")]
     try:
-        code = app(standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
     except ServetuneError as exc:
         if _state["debug"]:
             import traceback

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engines import engine_names
@@ -173,7 +174,7 @@ class StudySpec(BaseModel):
     budget: Budget = Budget()
     sampler: Literal["nsga2", "tpe", "random", "grid", "gp", "auto"] = "auto"
     storage: str | None = None
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="the samplers' seed")
     baseline: bool | dict[str, dict[str, Any]] = Field(
         default=True,
         description="measure each engine's defaults first; or name the baseline per engine "
@@ -228,8 +229,11 @@ class StudySpec(BaseModel):
         for metric in value:
             if metric not in DIRECTIONS:
                 raise ValueError(f"unknown metric {metric!r}; known: {', '.join(DIRECTIONS)}")
+        for metric, limit in value.items():
+            if metric != "error_rate" and (not math.isfinite(limit) or limit < 0):
+                raise ValueError(f"{metric}: a limit is a finite number >= 0 (got {limit})")
         rate = value.get("error_rate")
-        if rate is not None and not 0 <= rate <= 1:
+        if rate is not None and not (math.isfinite(rate) and 0 <= rate <= 1):
             raise ValueError(f"error_rate is a share of requests, 0 to 1 (got {rate})")
         return value
 
@@ -240,6 +244,24 @@ class StudySpec(BaseModel):
             raise ValueError(f"objectives repeat a metric: {names}")
         if self.sampler == "grid" and self.budget.trials is None:
             raise ValueError("budget.trials is required with sampler 'grid'")
+        return self
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from tuner.options import check_options
+
+        check_options(value)
+        return value
+
+    @model_validator(mode="after")
+    def _dataset_readable(self) -> StudySpec:
+        """A dataset is read and checked now, line by line (engines.datasets), so a bad line
+        is a spec error and not a failure of every trial."""
+        if self.workload.dataset:
+            from engines.datasets import dataset_requests
+
+            dataset_requests(self.workload.dataset)
         return self
 
     @model_validator(mode="after")
@@ -360,15 +382,10 @@ def parse_spec(data: Any, source: str = "spec") -> StudySpec:
 
 def load_spec(path: str | Path, **overrides: Any) -> StudySpec:
     """Read and validate a YAML spec; keyword ``overrides`` replace top-level fields."""
+    from tuner.yaml_strict import read_yaml
+
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise SpecError(f"{path}:{where} malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml(path)
     if isinstance(data, dict):
         data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     return parse_spec(data, str(path))
@@ -389,4 +406,8 @@ def _first_error(exc: ValidationError) -> str:
     )
     if len(shown) > 80:
         shown = shown[:77] + "...)"
+    if loc and re.match(rf"{re.escape(loc)}[.:]", msg):  # the message names the field itself
+        return msg
+    if loc == "options" and re.match(r"[\w.]+: ", msg):  # a key inside options: options.KEY
+        return f"options.{msg}"
     return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"

@@ -10,7 +10,6 @@ approximation that :attr:`PromptMaker.exact` and :attr:`PromptMaker.label` say o
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,43 +121,3 @@ class PromptMaker:
                 "single tokens; cannot build prompts of exact, varied tokens"
             )
         return tuple(sorted(set(words.values())))
-
-
-def is_sharegpt(path: str | Path) -> bool:
-    """Whether a dataset file is ShareGPT-style (records with a ``conversations`` list)."""
-    try:
-        with Path(path).open() as handle:
-            head = handle.read(4096)
-    except OSError:
-        return False
-    return '"conversations"' in head
-
-
-def read_sharegpt(path: str | Path) -> list[tuple[str, str]]:
-    """(first human turn, the gpt turn after it) of every conversation that has both.
-
-    Accepts a JSON array or JSON lines; turns are ``{"from": "human"|"gpt", "value": text}``.
-    """
-    text = Path(path).read_text()
-    try:
-        rows = (
-            json.loads(text)
-            if text.lstrip().startswith("[")
-            else [json.loads(line) for line in text.splitlines() if line.strip()]
-        )
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"workload.dataset: {path} is not ShareGPT JSON ({exc.msg})") from None
-    pairs: list[tuple[str, str]] = []
-    for row in rows:
-        turns = row.get("conversations") or []
-        for first, second in zip(turns, turns[1:], strict=False):
-            if first.get("from") in ("human", "user") and second.get("from") in (
-                "gpt",
-                "assistant",
-            ):
-                if first.get("value") and second.get("value"):
-                    pairs.append((first["value"], second["value"]))
-                break
-    if not pairs:
-        raise SpecError(f"workload.dataset: {path} has no human/gpt conversation pairs")
-    return pairs

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from engines.base import RunContext
+from engines.datasets import is_sharegpt, read_sharegpt
 from engines.serving.loadgen import LoadRequest
-from engines.serving.prompts import PromptMaker, is_sharegpt, load_tokenizer, read_sharegpt
+from engines.serving.prompts import PromptMaker, load_tokenizer
 from engines.workload import RequestPlan, plan_requests
 
 

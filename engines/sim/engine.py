@@ -25,6 +25,9 @@ class SimulatedEngine(Engine):
         self.name = target.name  # type: ignore[misc]
         self.label = f"{target.label} (sim)"  # type: ignore[misc]
         self.key_options = target.key_options  # type: ignore[misc]
+        self.context_option = target.context_option  # type: ignore[misc]
+        self.lossless_options = target.lossless_options  # type: ignore[misc]
+        self.numerics_options = target.numerics_options  # type: ignore[misc]
 
     def space(self, model: ModelSpec, hardware: HardwareSpec) -> list[Param]:
         return self.target.space(model, hardware)

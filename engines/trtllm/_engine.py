@@ -100,6 +100,7 @@ class TrtllmEngine(ServedEngine):
     name = "trtllm"
     label = f"TensorRT-LLM {TRTLLM_RELEASE}"
     key_options = ("max_batch_size", "max_num_tokens", "tp_size", "pp_size")
+    context_option = "max_seq_len"
 
     def __init__(self) -> None:
         self._builds: dict[str, dict[str, Any]] = {}

@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import TrialState
 
 from engines import Engine, EngineError, RunContext, get_engine, split_settings
-from engines.errors import StudyError
+from engines.errors import SpecError, StudyError
 from engines.metrics import Measurement
 from engines.progress import progress_log
 from engines.space import apply_overrides, named_config, space_defaults
@@ -223,8 +223,25 @@ def search_spaces(spec: StudySpec, engines: dict[str, Engine]) -> dict[str, list
     }
     for name, engine in engines.items():
         engine.check_space(spaces[name], f"engines.{name}")
+        _check_context(spec, name, engine, spaces[name])
     baseline_configs(spec, spaces, engines)
     return spaces
+
+
+def _check_context(spec: StudySpec, name: str, engine: Engine, space: list) -> None:
+    """Refuse a space whose every sequence length is past the model's context: each of its
+    trials would be rejected, and the study would end with nothing measured and exit 0."""
+    option = engine.context_option
+    param = next((p for p in space if p.name == option), None)
+    if param is None:
+        return
+    values = param.choices if param.kind == "categorical" else (param.low,)
+    limit = spec.model.max_context
+    if values and all(isinstance(v, (int, float)) and v > limit for v in values):
+        raise SpecError(
+            f"engines.{name}.{option}: {values[0]:,} is past {spec.model.name}'s context of "
+            f"{limit:,} tokens; give at most {limit}"
+        )
 
 
 def baseline_configs(

@@ -82,7 +82,10 @@ def replay_budget(spec: StudySpec) -> int | None:
     trials counted so far plus those still queued), or None when it holds no replay: after
     ``servetune replay``, ``servetune run`` measures the replayed configs, not a new search."""
     from tuner.study.loop import counted_trials, load_study
+    from tuner.study.storage import storage_exists
 
+    if not storage_exists(spec.storage_url):  # nothing to resume: create nothing to find out
+        return None
     try:
         study, _ = load_study(spec.name, spec.storage_url)
     except StudyError:

@@ -9,10 +9,11 @@ import httpx
 import numpy as np
 import pytest
 
+from engines.datasets import is_sharegpt, read_sharegpt
 from engines.metrics import summarize
 from engines.serving.lifecycle import free_port
 from engines.serving.loadgen import LoadRequest, choose_processes, run_load
-from engines.serving.prompts import PromptMaker, is_sharegpt, read_sharegpt
+from engines.serving.prompts import PromptMaker
 from engines.serving.sse_client import Connection, Stream
 from engines.standin.openai_server import token_logprob
 from engines.workload import WorkloadSpec, plan_requests
@@ -354,7 +355,7 @@ def test_sharegpt_files(tmp_path: Path):
     path = tmp_path / "sharegpt.json"
     path.write_text(json.dumps(rows))
     assert is_sharegpt(path)
-    assert read_sharegpt(path) == [("hello there", "general kenobi you are bold")]
+    assert read_sharegpt(path) == (("hello there", "general kenobi you are bold"),)
 
 
 def test_run_load_works_where_an_event_loop_already_runs(standin):
