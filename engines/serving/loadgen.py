@@ -41,6 +41,7 @@ from typing import Any
 
 from engines.metrics import RequestRecord
 from engines.serving import loadgen_worker
+from engines.serving.interrupts import run_cancelling_on_signals
 from engines.serving.loadgen_worker import FRAME, Shard, ShardResult, run_shard
 from engines.serving.sse_client import Pool, RawRecord
 
@@ -160,13 +161,15 @@ def run_load(
 
     Called where an event loop already runs in this thread (a Jupyter kernel: every real study
     run from a notebook), the load runs on a thread of its own, since ``asyncio.run`` refuses to
-    nest; ``on_record`` callbacks then come from that thread. An interrupt returns at once
+    nest; ``on_record`` callbacks then come from that thread. In the main thread an interrupt
+    (Ctrl-C, SIGTERM, SIGHUP) cancels the run, which stops its workers, and then raises as it
+    would have (:mod:`.interrupts`). From a notebook an interrupt returns at once
     (the thread is not waited for: it ends at the load's deadline, or sooner once the study
     stops the server)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # the usual case: no loop here
-        return asyncio.run(run_load_async(base_url, model, requests, **options))
+        return run_cancelling_on_signals(run_load_async(base_url, model, requests, **options))
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="servetune-load")
     try:
         coroutine = run_load_async(base_url, model, requests, **options)
