@@ -89,6 +89,7 @@ def run_chaos(
             shutil.rmtree(root, ignore_errors=True)
     return {
         "columns": COLUMNS,
+        "marker": marker,
         "rows": rows,
         "detail": detail,
         "asked": {
@@ -211,6 +212,12 @@ def _say(done: dict[str, Any]) -> None:
     )
 
 
+def write_json(result: dict[str, Any], path: Path) -> Path:
+    """``result`` (from :func:`run_chaos`) as JSON at ``path``."""
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return path
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # runs every finally: the bench's processes are killed
 
@@ -227,8 +234,7 @@ def main() -> None:
     signal.signal(signal.SIGHUP, _terminate)
     sizes = QUICK if args.quick else FULL
     result = run_chaos(**sizes, seed=args.seed, keep=args.keep)
-    path = results_path("chaos.json")
-    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    path = write_json(result, results_path("chaos.json"))
     print_table(result["rows"])
     print(
         f"{result['seconds']:.0f} s, load average {result['load_average'][0]:.2f} on {result['cpus']} CPUs; wrote {path.relative_to(REPO)}"
