@@ -233,7 +233,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     sizes = QUICK if args.quick else FULL
-    result = run_chaos(**sizes, seed=args.seed, keep=args.keep)
+    try:
+        result = run_chaos(**sizes, seed=args.seed, keep=args.keep)
+    except KeyboardInterrupt:
+        print("interrupted: every process the bench started was stopped", file=sys.stderr)
+        raise SystemExit(130) from None
     path = write_json(result, results_path("chaos.json"))
     print_table(result["rows"])
     print(

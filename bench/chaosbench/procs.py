@@ -152,6 +152,17 @@ def marked_processes(marker: str) -> dict[str, list[int]]:
     return found
 
 
+def server_instances(pids: list[int]) -> int:
+    """Servers among ``pids``, counted once per ``--port`` (a wrapper such as a guard process
+    that carries the server's argv counts with the server it wraps, not as a second one)."""
+    ports = set()
+    for pid in pids:
+        argv = _read(str(pid), "cmdline").split(b"\0")
+        port = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == b"--port"), None)
+        ports.add(port if port is not None else pid)
+    return len(ports)
+
+
 def census_after(marker: str, wait_s: float = 5.0) -> dict[str, int]:
     """Servers and load-generator workers of ``marker`` still alive once they had up to
     ``wait_s`` to go (a fix may end them a moment after their owner died), then killed so the
@@ -162,13 +173,18 @@ def census_after(marker: str, wait_s: float = 5.0) -> dict[str, int]:
         if not any(found.values()) or time.monotonic() >= deadline:
             break
         time.sleep(0.2)
+    counts = {"servers": server_instances(found["servers"]), "loadgen": len(found["loadgen"])}
     kill_marked(marker)
-    return {kind: len(pids) for kind, pids in found.items()}
+    return counts
 
 
-def kill_marked(marker: str) -> None:
-    """SIGKILL every live process :func:`marked_processes` finds for ``marker``."""
+def kill_marked(marker: str, wait_s: float = 2.0) -> None:
+    """SIGKILL every live process :func:`marked_processes` finds for ``marker``, and wait up to
+    ``wait_s`` for them to be gone (a killed process lingers a moment before it is a zombie)."""
     for pids in marked_processes(marker).values():
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while any(marked_processes(marker).values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
