@@ -99,6 +99,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="no line per trial event"),
 ) -> None:
     """Run (or resume) a study, then show its Pareto front and export the winner."""
+    interrupt_on_termination()  # SIGTERM/SIGHUP end the trial in flight as Ctrl-C does
     from tuner.spec import load_spec
     from tuner.study.loop import run_study, search_exhausted
 
@@ -210,6 +211,7 @@ def worker(
     quiet: bool = typer.Option(False, "--quiet", help="no line per trial event"),
 ) -> None:
     """Work on a shared study until its budget is used up; start one per host (or per GPU set)."""
+    interrupt_on_termination()  # SIGTERM/SIGHUP end the trial in flight as Ctrl-C does
     import os
 
     from tuner.study.workers import parse_gpus, run_worker
@@ -368,7 +370,6 @@ def main() -> None:
     vendored click exceptions for usage errors, so both are read by shape, not by class.
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    interrupt_on_termination()
     args = sys.argv[1:]
     if "--debug" in args[1:] and args[0] != "--debug":  # `servetune run spec.yaml --debug` too
         args = ["--debug", *(a for a in args if a != "--debug")]
