@@ -206,7 +206,12 @@ def test_dashboard_serves_the_study_on_loopback(tmp_path):
         assert studies and studies[0]["study_name"] == "cli"
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # fail, but leave no dashboard behind
+            proc.kill()
+            proc.wait(timeout=10)
+            raise
 
 
 def test_real_runner_without_the_engine_stops_with_one_line(tmp_path):
