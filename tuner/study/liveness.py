@@ -22,6 +22,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from tuner.study.attrs import FAIL_ATTR, fail_record
+
 log = logging.getLogger(__name__)
 OWNER_ATTR = "owner"
 
@@ -66,9 +68,7 @@ def fail_dead_owners(study: optuna.Study) -> list[int]:
         )
         try:
             storage.set_trial_user_attr(
-                trial._trial_id,
-                "fail",
-                {"reason": "worker_lost", "detail": detail, "worker": owner},
+                trial._trial_id, FAIL_ATTR, fail_record("worker_lost", detail, worker=owner)
             )
             if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue

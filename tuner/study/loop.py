@@ -32,6 +32,7 @@ from engines.space import apply_overrides, named_config, space_defaults
 from tuner.objectives import constraint_values, request_slo
 from tuner.redaction import redact_spec
 from tuner.spec import StudySpec, parse_spec
+from tuner.study.attrs import FAIL_ATTR, fail_reason, fail_record  # noqa: F401 - re-exported
 from tuner.study.liveness import OWNER_ATTR, fail_dead_owners, owner_record
 from tuner.study.mirror import can_mirror, in_memory_twin, persist_new
 from tuner.study.repeats import DRAWS as REPEAT_DRAWS
@@ -265,11 +266,6 @@ def baseline_configs(
     }
 
 
-def fail_reason(trial: optuna.trial.FrozenTrial) -> str | None:
-    """Why a trial failed or was rejected (None for completed trials)."""
-    return (trial.user_attrs.get("fail") or {}).get("reason")
-
-
 def holds_budget(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial uses up (or, queued or running, will use up) part of the budget: every
     trial but those that failed or were rejected for a reason in ``NOT_COUNTED``."""
@@ -408,7 +404,7 @@ def _run_asked(
         load=load,
     )
     if veto:  # free: told as PRUNED, not counted (NOT_COUNTED), capped in tuner.study.strategy
-        trial.set_user_attr("fail", {"reason": veto[0], "detail": veto[1]})
+        trial.set_user_attr(FAIL_ATTR, fail_record(veto[0], veto[1]))
         _set_constraints(trial, spec, [1.0] * len(spec.feasibility_slos))
         _tell(study, trial, state=TrialState.PRUNED)
         if veto[0] == DUPLICATE_REASON and not spec.allow_repeats and stuck_on_repeats(study):
@@ -464,7 +460,7 @@ def _measure(
         "plan", {"runner": spec.runner, "precision": plan.precision, "gpus": plan.gpus}
     )
     if reasons:
-        trial.set_user_attr("fail", {"reason": "invalid", "detail": "; ".join(reasons)})
+        trial.set_user_attr(FAIL_ATTR, fail_record("invalid", "; ".join(reasons)))
         _set_constraints(trial, spec, [1.0] * len(spec.feasibility_slos))
         _tell(study, trial, state=TrialState.PRUNED)
         return outcome("PRUNED", reason="invalid: " + reasons[0])
@@ -489,7 +485,7 @@ def _measure(
     if stopped:  # a partial run: its values are not the config's, so the sampler gets none
         _set_constraints(trial, spec, [1.0] * len(spec.feasibility_slos))
         trial.set_user_attr("result", _result(measurement, engine, constraints, False, started))
-        trial.set_user_attr("fail", {"reason": OVERLOADED, "detail": str(stopped)[:2000]})
+        trial.set_user_attr(FAIL_ATTR, fail_record(OVERLOADED, str(stopped)))
         _tell(study, trial, state=TrialState.PRUNED)
         return outcome("PRUNED", reason=f"{OVERLOADED}: {stopped}")
     if any(v is None or not math.isfinite(v) for v in values):
@@ -561,10 +557,8 @@ def _set_constraints(trial: optuna.Trial, spec: StudySpec, values: list[float]) 
 def _fail(
     study: optuna.Study, trial: optuna.Trial, reason: str, detail: str, log_path: str | None = None
 ) -> None:
-    fail = {"reason": reason, "detail": detail[:2000]}
-    if log_path:
-        fail["log_path"] = log_path
-    trial.set_user_attr("fail", fail)
+    extra = {"log_path": log_path} if log_path else {}
+    trial.set_user_attr(FAIL_ATTR, fail_record(reason, detail, **extra))
     _tell(study, trial, state=TrialState.FAIL)
 
 

@@ -30,6 +30,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from engines.base import Param
+from tuner.study.attrs import fail_reason
 from tuner.study.search import ENGINE_PARAM, config_from_params
 
 DUPLICATE_REASON = "duplicate"
@@ -180,7 +181,7 @@ def teach_validity(
 
 
 def _reason(trial: FrozenTrial) -> str | None:
-    return (trial.user_attrs.get("fail") or {}).get("reason")
+    return fail_reason(trial)
 
 
 def _key(engine: str, config: Mapping[str, Any]) -> str:
@@ -192,7 +193,7 @@ def _in_a_row(study: optuna.Study, reason: str) -> int:
     for t in reversed(study.get_trials(deepcopy=False)):
         if t.state in (TrialState.RUNNING, TrialState.WAITING):
             continue
-        if (t.user_attrs.get("fail") or {}).get("reason") != reason:
+        if fail_reason(t) != reason:
             break
         count += 1
     return count

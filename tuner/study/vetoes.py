@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from engines.base import Param
+from tuner.study.attrs import fail_reason
 
 # Run-time failures that follow from the config (learnable); others (port clash, interrupted,
 # worker lost, http errors) say nothing about the config and are ignored.
@@ -144,7 +145,7 @@ def study_history(study: optuna.Study) -> list[tuple[str, dict[str, Any], bool]]
         config, engine = t.user_attrs.get("config"), t.user_attrs.get("engine")
         if config is None or engine is None:
             continue
-        reason = (t.user_attrs.get("fail") or {}).get("reason")
+        reason = fail_reason(t)
         if t.state == TrialState.FAIL and reason not in LEARNED_REASONS:
             continue
         out.append((engine, config, t.state == TrialState.FAIL))
@@ -157,7 +158,7 @@ def vetoes_in_a_row(study: optuna.Study) -> int:
     for t in reversed(study.get_trials(deepcopy=False)):
         if t.state in (TrialState.RUNNING, TrialState.WAITING):
             continue
-        if (t.user_attrs.get("fail") or {}).get("reason") != VETO_REASON:
+        if fail_reason(t) != VETO_REASON:
             break
         count += 1
     return count

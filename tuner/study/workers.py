@@ -42,6 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 from engines import Engine, EngineError, RunContext
 from engines.errors import StudyError
 from tuner.spec import StudySpec
+from tuner.study.attrs import FAIL_ATTR, fail_record
 from tuner.study.liveness import fail_dead_owners
 from tuner.study.loop import (
     ProgressCallback,
@@ -163,7 +164,7 @@ def fail_lost_trials(study: optuna.Study, requeue: bool = False) -> list[int]:
         )
         try:
             storage.set_trial_user_attr(
-                trial_id, "fail", {"reason": "worker_lost", "detail": detail, "worker": worker}
+                trial_id, FAIL_ATTR, fail_record("worker_lost", detail, worker=worker)
             )
             if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 continue
