@@ -111,15 +111,8 @@ def workers_together(
         argv = tuner_argv("worker", str(spec), "--storage", storage)
         procs = [spawn(argv, folder, tag, log=folder / f"worker-{k}.log") for k in range(workers)]
         codes = [wait_exit(p, RUN_TIMEOUT_S) for p in procs]
-        results.append(
-            {
-                "exit_codes": codes,
-                "died": sum(1 for c in codes if c not in (0, None)),
-                "hung": sum(1 for c in codes if c is None),
-                "census": census_after(tag, wait_s=2.0),
-                "tally": tally(name, storage, trials).as_dict(),
-            }
-        )
+        outcome = _workers_outcome(codes, tag, name, storage, trials, wait_s=2.0)
+        results.append({"exit_codes": codes, **outcome})
     return results
 
 
@@ -141,17 +134,23 @@ def worker_kill(
             os.kill(victim.pid, signal.SIGKILL)
             wait_exit(victim, 10)
         codes = [wait_exit(p, RUN_TIMEOUT_S) for p in procs if p is not victim]
+        outcome = _workers_outcome(codes, tag, name, storage, trials, wait_s=5.0)
         results.append(
-            {
-                "killed_mid_trial": victim is not None,
-                "survivor_exit_codes": codes,
-                "died": sum(1 for c in codes if c not in (0, None)),
-                "hung": sum(1 for c in codes if c is None),
-                "census": census_after(tag, wait_s=5.0),
-                "tally": tally(name, storage, trials).as_dict(),
-            }
+            {"killed_mid_trial": victim is not None, "survivor_exit_codes": codes, **outcome}
         )
     return results
+
+
+def _workers_outcome(
+    codes: list[int | None], tag: str, name: str, storage: str, trials: int, wait_s: float
+) -> dict[str, Any]:
+    """What a round of workers left: deaths, hangs, marked processes and the study's budget."""
+    return {
+        "died": sum(1 for c in codes if c not in (0, None)),
+        "hung": sum(1 for c in codes if c is None),
+        "census": census_after(tag, wait_s=wait_s),
+        "tally": tally(name, storage, trials).as_dict(),
+    }
 
 
 def _await_running(storage: str, procs: dict[int, Any], timeout_s: float) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -22,11 +22,15 @@ import optuna
 from engines.base import Param
 from engines.space import on_step
 from tuner.study.search import config_params
-from tuner.study.strategy import MAX_DUPLICATES_IN_A_ROW, duplicate_of, duplicates_in_a_row
+from tuner.study.strategy import (
+    MAX_DUPLICATES_IN_A_ROW,
+    Validity,
+    duplicate_of,
+    duplicates_in_a_row,
+)
 
 log = logging.getLogger(__name__)
 DRAWS = 500
-Validity = Callable[[str, Mapping[str, Any]], bool]
 
 
 def stuck_on_repeats(study: optuna.Study) -> bool:
