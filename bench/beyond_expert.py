@@ -23,12 +23,15 @@ from optuna.trial import FrozenTrial, TrialState
 from outputs import results_path
 from scipy import stats
 
-from engines.uncertainty import Interval, beats_outside_noise, mean_interval
+from engines.uncertainty import mean_interval
+from tuner.study.finalists import Remeasured, choose_winner
 
 DB = Path("studies/real/h200/session6-knobs/h200-beyond-expert.db")
 OUT = results_path("beyond_expert.json")
 STUDY = "h200-beyond-expert"
 EXPERTS = ("expert", "expert_end")
+METRIC = "output_tokens_per_s"
+FINALIST_SERVERS = 3  # issue 27's protocol: finalists re-measured 3 times, interleaved
 # Knobs the screen left unmeasured, and why (read from vLLM 0.26.0's source or the server logs).
 NOT_MEASURED = {
     "async_scheduling": "already on in the expert's config: 0.26.0 enables it unless an option "
@@ -41,14 +44,13 @@ NOT_MEASURED = {
     "kv_offloading_size": "the GPU KV cache holds 1,939,520 tokens and runs 14-17% full at 256 "
     "sequences of 1,280 tokens (server logs): nothing to offload",
     "gpu_memory_utilization": "0.95 only grows a KV cache that is 14-17% used (server logs); "
-    "queued, not reached",
-    "stream_interval": "queued (8); the device time ran out before it (two machines were given "
-    "back while idle between calls, and each restaging cost its first start again)",
+    "queued in stretches B and C, not reached",
     "attention_backend": "queued (FLASHINFER; the auto choice is FLASH_ATTN, FA3 with the fp8 "
     "KV cache, server log); not reached",
-    "max_num_partial_prefills / long_prefill_token_threshold": "queued (4 / 512); in 0.26.0 the "
-    "v1 scheduler reads only the threshold (max_num_partial_prefills just defaults it to 4% of "
-    "max_model_len, 5,242 tokens here, above every 1,024-token prompt); not reached",
+    "max_num_partial_prefills / long_prefill_token_threshold": "stretch C tried 4 / 512: vLLM "
+    "0.26.0 refused to start (NotImplementedError: Concurrent Partial Prefill is not supported, "
+    "trial 12, 21 s); servetune's rules now reject max_num_partial_prefills != 1 before a server "
+    "starts, and the knob file tries the threshold alone next time",
     "max_cudagraph_capture_size / cudagraph_mode": "queued (1,024); not reached",
     "speculative_config (n-gram)": "meaningless with dummy weights (random outputs never repeat "
     "the prompt): issue 27's third workload, a real small model, is where it belongs",
@@ -79,55 +81,72 @@ def effect(knob: list[float], expert: list[float]) -> dict[str, float]:
     }
 
 
+def knob_name(trial: FrozenTrial) -> str:
+    """The config a trial measured: its knob without the round (``expert@2`` -> ``expert``)."""
+    return str(trial.user_attrs.get("knob_base") or trial.user_attrs["knob"])
+
+
 def stretch_summary(trials: list[FrozenTrial]) -> dict[str, Any]:
-    """One machine's stretch: its expert runs (start, end, pooled), each knob's numbers."""
-    by_knob = {t.user_attrs["knob"]: t for t in trials}
-    experts = [by_knob[k] for k in EXPERTS if k in by_knob]
+    """One machine's stretch: its expert runs (every round pooled, the first and the last server
+    compared as the drift guard) and each knob's numbers (its rounds pooled)."""
+    by_knob: dict[str, list[FrozenTrial]] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        by_knob.setdefault(knob_name(trial), []).append(trial)
+    experts = sorted((t for k in EXPERTS for t in by_knob.get(k, [])), key=lambda t: t.number)
     pooled = [v for t in experts for v in runs_of(t)]
     knobs = {}
-    for name, trial in by_knob.items():
+    for name, rounds in by_knob.items():
         if name in EXPERTS:
             continue
-        metrics = trial.user_attrs["metrics"]
+        runs = [v for t in rounds for v in runs_of(t)]
         knobs[name] = {
-            "trial": trial.number,
-            "options": trial.user_attrs.get("knob_options"),
-            "tok_s": interval(runs_of(trial)),
-            "ttft_p99_ms": metrics["ttft_p99_ms"],
-            "tpot_p99_ms": metrics["tpot_p99_ms"],
-            "effect": effect(runs_of(trial), pooled),
-            "server_argv": trial.user_attrs["result"]["measurement"]["extra"]["server_argv"],
+            "trials": [t.number for t in rounds],
+            "servers": len(rounds),
+            "options": rounds[0].user_attrs.get("knob_options"),
+            "tok_s": interval(runs),
+            "tok_s_runs": runs,
+            "ttft_p99_ms": mean_metric(rounds, "ttft_p99_ms"),
+            "tpot_p99_ms": mean_metric(rounds, "tpot_p99_ms"),
+            "effect": effect(runs, pooled),
+            "server_argv": rounds[0].user_attrs["result"]["measurement"]["extra"]["server_argv"],
         }
     return {
         "gpu": trials[0].user_attrs.get("gpu"),
         "same_gpu": len({t.user_attrs.get("gpu") for t in trials}) == 1,
-        "expert": {
-            k: {
-                "trial": by_knob[k].number,
-                "tok_s": interval(runs_of(by_knob[k])),
-                "ttft_p99_ms": by_knob[k].user_attrs["metrics"]["ttft_p99_ms"],
-                "tpot_p99_ms": by_knob[k].user_attrs["metrics"]["tpot_p99_ms"],
+        "expert": [
+            {
+                "trial": t.number,
+                "knob": t.user_attrs["knob"],
+                "tok_s": interval(runs_of(t)),
+                "ttft_p99_ms": t.user_attrs["metrics"]["ttft_p99_ms"],
+                "tpot_p99_ms": t.user_attrs["metrics"]["tpot_p99_ms"],
             }
-            for k in EXPERTS
-            if k in by_knob
-        },
+            for t in experts
+        ],
+        "expert_servers": len(experts),
         "expert_pooled": interval(pooled),
-        "expert_ttft_p99_ms": float(
-            np.mean([t.user_attrs["metrics"]["ttft_p99_ms"] for t in experts])
-        ),
-        "drift_guard": drift(by_knob),
+        "expert_tok_s_runs": pooled,
+        "expert_ttft_p99_ms": mean_metric(experts, "ttft_p99_ms"),
+        "drift_guard": drift(experts),
         "knobs": knobs,
     }
 
 
-def drift(by_knob: dict[str, FrozenTrial]) -> dict[str, Any] | None:
-    """End against start of the stretch, next to the expert's own run-to-run spread."""
-    if not all(k in by_knob for k in EXPERTS):
+def mean_metric(trials: list[FrozenTrial], name: str) -> float:
+    """The mean of one metric over a config's servers (its rounds)."""
+    return float(np.mean([t.user_attrs["metrics"][name] for t in trials]))
+
+
+def drift(experts: list[FrozenTrial]) -> dict[str, Any] | None:
+    """The stretch's last expert server against its first, next to the run-to-run spread."""
+    if len(experts) < 2:
         return None
-    start, end = (runs_of(by_knob[k]) for k in EXPERTS)
+    start, end = runs_of(experts[0]), runs_of(experts[-1])
     spread = max(max(r) / min(r) - 1 for r in (start, end))
     shift = np.mean(end) / np.mean(start) - 1
     return {
+        "first_trial": experts[0].number,
+        "last_trial": experts[-1].number,
         "end_vs_start_pct": 100 * shift,
         "run_to_run_spread_pct": 100 * spread,
         "beyond_spread": bool(abs(shift) > spread),
@@ -143,13 +162,10 @@ def summary(db: Path) -> dict[str, Any]:
     found = {name: stretch_summary(trials) for name, trials in sorted(stretches.items())}
     guarded = [n for n, s in found.items() if s["drift_guard"] is not None and s["knobs"]]
     main = found[guarded[-1]] if guarded else found[sorted(found)[-1]]
-    best_name, best = max(main["knobs"].items(), key=lambda kv: kv[1]["tok_s"]["mean"])
+    finalists = finalist_knobs(main)
+    best_name, best = max(finalists.items(), key=lambda kv: kv[1]["tok_s"]["mean"])
     expert = main["expert_pooled"]
-    outside = beats_outside_noise(
-        "maximize",
-        mean_interval(runs_of(study.trials[best["trial"]])),
-        Interval(expert["mean"], expert["low"], expert["high"]),
-    )
+    winner = outside_noise_winner(main["expert_pooled"], finalists)
     return {
         "gpu": "NVIDIA H200 (141 GB), one per machine, lent by the device tool",
         "vllm": "0.26.0",
@@ -166,16 +182,51 @@ def summary(db: Path) -> dict[str, Any]:
             "ttft_p99_ratio": best["ttft_p99_ms"] / main["expert_ttft_p99_ms"],
             "ci_expert": [expert["low"], expert["high"]],
             "ci_best": [best["tok_s"]["low"], best["tok_s"]["high"]],
-            "outside_noise": outside,
-            "note": "same H200, same stretch: the expert's 4 runs on two servers (start and end "
-            "of the stretch) pooled; the best knob's 2 runs on its own server between them",
+            "outside_noise": winner == best_name,
+            "winner_outside_noise": winner,
+            "note": f"same H200, same stretch: the expert's {expert['runs']} runs on "
+            f"{main['expert_servers']} servers pooled; the best knob's {best['tok_s']['runs']} "
+            f"runs on {best['servers']} server(s), interleaved with the expert's; the winner is "
+            "chosen by tuner.study.finalists.choose_winner with outside_noise (its interval must "
+            "clear the expert's)",
         },
         "capacity": None,
-        "capacity_note": "not measured this session (device time)",
+        "capacity_note": "not measured yet (device time: sessions 6 and 8 spent theirs on the "
+        "throughput workload's screen and finalists)",
         "knobs": knob_table(found, main),
         "best_config": {"knob": best_name, "options": best["options"], "over": "the expert"},
         "stretches": found,
     }
+
+
+def finalist_knobs(stretch: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The knobs re-measured as finalists (on ``FINALIST_SERVERS`` servers or more, interleaved
+    with the expert's); every knob when the stretch re-measured none (a screen only)."""
+    knobs = stretch["knobs"]
+    chosen = {n: k for n, k in knobs.items() if k["servers"] >= FINALIST_SERVERS}
+    return chosen or knobs
+
+
+def outside_noise_winner(expert: dict[str, float], knobs: dict[str, dict[str, Any]]) -> str:
+    """The product's winner rule (``winner: {outside_noise: true}``) on a stretch's pooled runs:
+    a knob replaces the expert only when its interval clears the incumbent's."""
+
+    def remeasured(name: str, tok_s: dict[str, float], baseline: bool) -> Remeasured:
+        return Remeasured(
+            trial=-1 if baseline else knobs[name]["trials"][0],
+            engine="vllm",
+            config={"knob": name},
+            baseline=baseline,
+            metrics={METRIC: tok_s["mean"]},
+            intervals={METRIC: (tok_s["low"], tok_s["high"])},
+            rounds=tok_s["runs"],
+            feasible=True,
+        )
+
+    entries = [remeasured("expert", expert, True)]
+    entries += [remeasured(name, k["tok_s"], False) for name, k in knobs.items()]
+    chosen = choose_winner(entries, METRIC, outside_noise=True)
+    return "expert" if chosen is None or chosen.baseline else str(chosen.config["knob"])
 
 
 def knob_table(found: dict[str, Any], main: dict[str, Any]) -> list[dict[str, Any]]:
@@ -192,6 +243,7 @@ def knob_table(found: dict[str, Any], main: dict[str, Any]) -> list[dict[str, An
                 "by_stretch": {
                     k: s["knobs"][name]["effect"] for k, s in found.items() if name in s["knobs"]
                 },
+                "servers": main["knobs"][name]["servers"] if name in main["knobs"] else None,
                 "note": "same H200, same stretch; interval: Welch 95% on the difference of "
                 "run means over the expert's pooled mean (stretch A had no end-of-stretch "
                 "expert: its machine was given back between calls)",

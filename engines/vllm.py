@@ -151,8 +151,8 @@ def _knob_list() -> list[Param]:
         _knob(
             "max_num_partial_prefills",
             1,
-            "prompts partially prefilled at once (>1 needs chunked prefill); 0.26.0's scheduler "
-            "reads it only to default long_prefill_token_threshold to 4% of max_model_len",
+            "prompts partially prefilled at once; 0.26.0 refuses any value but 1 at start "
+            "(NotImplementedError: Concurrent Partial Prefill is not supported; seen on an H200)",
         ),
         _knob(
             "long_prefill_token_threshold",
@@ -211,8 +211,11 @@ def _knob_rules(config: Config, ctx: RunContext) -> list[str]:
         if low > high:
             reasons.append(f"prompt_lookup_min={low} must be <= prompt_lookup_max={high}")
     partial = int(config.get("max_num_partial_prefills", 1))
-    if partial > 1 and not config.get("enable_chunked_prefill", True):
-        reasons.append(f"max_num_partial_prefills={partial} needs enable_chunked_prefill")
+    if partial != 1:  # EngineArgs._check_feature_supported, before any model is loaded
+        reasons.append(
+            f"max_num_partial_prefills={partial}: vLLM refuses concurrent partial prefill "
+            "(NotImplementedError at start); only 1 runs"
+        )
     threshold = int(config.get("long_prefill_token_threshold", 0))
     max_len = int(config.get("max_model_len", ctx.model.max_context))
     if threshold > max_len:

@@ -56,7 +56,7 @@ def test_screen_measures_the_plan_in_order_and_resumes(tmp_path):
     storage = f"sqlite:///{db}"
     study = optuna.load_study(study_name="h200-beyond-expert", storage=storage)
     study.enqueue_trial({}, user_attrs={"knob": "stale"})  # as a call cut off mid-trial leaves
-    plan = "expert,stream_interval_8,combo"
+    plan = "expert,stream_interval_8,api_server_count_4@2,combo"
     again = _driver("run", "--plan", plan, "--last", "expert_end", "--seconds", "900", *common)
     assert "expert: measured already, skipped" in again
     rows = json.loads((out / "knob-screen.json").read_text())
@@ -66,6 +66,10 @@ def test_screen_measures_the_plan_in_order_and_resumes(tmp_path):
     assert "--api-server-count" in by_knob["api_server_count_4"]["server_argv"]
     assert "--stream-interval" not in by_knob["api_server_count_4"]["server_argv"]
     assert "--api-server-count" not in by_knob["expert"]["server_argv"]
+    again_round = by_knob["api_server_count_4@2"]  # a round: the same config on a new server
+    assert again_round["options"] == {"api_server_count": 4}
+    assert "--api-server-count" in again_round["server_argv"]
+    assert again_round["trial"] > by_knob["stream_interval_8"]["trial"]
     assert "--quantization" in by_knob["expert"]["server_argv"]
     assert all(len(r["runs"]) == 2 for r in rows if r["state"] == "COMPLETE")
     combo = by_knob.get("combo")  # the stand-in's numbers decide whether two knobs read above

@@ -12,7 +12,9 @@ the shared load generator, the spec's repeats), on its own server, in the order 
 * ``expert_end``: the same config again at the end of the stretch (the drift guard);
 * a name of ``studies/real/h200-beyond-expert-knobs.yaml``: the expert plus those options;
 * ``combo``: the expert plus the options of the two single knobs that read highest above the
-  first expert run (skipped, and said, when fewer than two read above it).
+  first expert run (skipped, and said, when fewer than two read above it);
+* ``NAME@K``: round K of NAME, the same config on a server of its own again (the finalists'
+  rounds, interleaved with the expert's: ``expert,api_server_count_4,expert@2,...``).
 
 A name already measured in the study is skipped, so a call can be repeated after a lost machine.
 A config is started only when the time it is expected to take (the longest trial so far after
@@ -170,6 +172,14 @@ class Screen:
 
     def options_for(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """(options over the expert, extra trial attributes) for a plan name; None: skip."""
+        base, _, round_ = name.partition("@")
+        if round_:
+            if not round_.isdigit() or int(round_) < 2:
+                raise SystemExit(f"--plan: {name!r}: a round is NAME@K with K >= 2")
+            found = self.options_for(base)
+            if found is None:
+                return None
+            return found[0], {**found[1], "knob_base": base, "round": int(round_)}
         if name in ("expert", "expert_end"):
             if name == "expert_end":
                 return {}, {"drift_guard": True}
