@@ -110,13 +110,15 @@ def _scan_files(roots: list[Path], skip: set[Path], secrets: dict[str, str]) -> 
 def _scan_attrs(studies: list[tuple[str, str]], secrets: dict[str, str]) -> list[dict]:
     import optuna
 
+    from tuner.study.optuna_private import study_system_attrs
+
     hits = []
     for name, storage in studies:
         try:
             study = optuna.load_study(study_name=name, storage=storage)
         except Exception:  # never created: nothing stored to leak
             continue
-        system = study._storage.get_study_system_attrs(study._study_id)  # no public getter
+        system = study_system_attrs(study)  # no public getter
         blobs = {"study attrs": [study.user_attrs, system]}
         for trial in study.get_trials(deepcopy=False):
             blobs[f"trial {trial.number} attrs"] = [trial.user_attrs, trial.system_attrs]

@@ -45,6 +45,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from bench.real.make_dummy_model import make  # noqa: E402
 from tuner.spec import StudySpec, load_spec  # noqa: E402
+from tuner.study.attrs import FAIL_ATTR, fail_record  # noqa: E402
 from tuner.study.loop import (  # noqa: E402
     build_engines,
     counted_trials,
@@ -52,6 +53,7 @@ from tuner.study.loop import (  # noqa: E402
     run_study,
     search_spaces,
 )
+from tuner.study.optuna_private import finish_trial, id_of  # noqa: E402
 from tuner.study.search import config_params  # noqa: E402
 
 SPEC = Path("studies/real/h200-beyond-expert.yaml")
@@ -116,15 +118,10 @@ def combo_options(
 def fail_unfinished(study: optuna.Study) -> None:
     """Trials a lost call left RUNNING or WAITING become FAIL with the reason, so the next
     ``run_study`` runs the trial this call queues, not a stale one."""
-    storage = study._storage  # noqa: SLF001 - Optuna has no public call for this
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         reason = "interrupted" if trial.state == TrialState.RUNNING else "not_run"
-        storage.set_trial_user_attr(
-            trial._trial_id,  # noqa: SLF001
-            "fail",
-            {"reason": reason, "detail": "the device call ended before this trial finished"},
-        )
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001
+        detail = "the device call ended before this trial finished"
+        finish_trial(study, id_of(trial), {FAIL_ATTR: fail_record(reason, detail)}, TrialState.FAIL)
         log.warning("trial %d (%s) was %s: marked FAIL", trial.number, trial.user_attrs, reason)
 
 

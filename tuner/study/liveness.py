@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from tuner.study.attrs import FAIL_ATTR, fail_record
+from tuner.study.optuna_private import finish_trial, id_of
 
 log = logging.getLogger(__name__)
 OWNER_ATTR = "owner"
@@ -56,7 +56,6 @@ def owner_alive(record: dict[str, Any]) -> bool | None:
 
 def fail_dead_owners(study: optuna.Study) -> list[int]:
     """Fail the RUNNING trials whose owner is gone as ``worker_lost``; returns their numbers."""
-    storage = study._storage  # the only way to write a trial that no live process holds
     lost = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.user_attrs.get(OWNER_ATTR)
@@ -66,13 +65,8 @@ def fail_dead_owners(study: optuna.Study) -> list[int]:
             f"its process (host {owner.get('host')} pid {owner.get('pid')}) is gone: killed, "
             "crashed or its machine lost; found at the next start"
         )
-        try:
-            storage.set_trial_user_attr(
-                trial._trial_id, FAIL_ATTR, fail_record("worker_lost", detail, worker=owner)
-            )
-            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                continue
-        except UpdateFinishedTrialError:
+        record = {FAIL_ATTR: fail_record("worker_lost", detail, worker=owner)}
+        if not finish_trial(study, id_of(trial), record, TrialState.FAIL):
             continue  # another process failed it first
         lost.append(trial.number)
         log.warning("trial %d: %s", trial.number, detail)

@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from engines.base import Param
 from tuner.study.attrs import fail_reason
+from tuner.study.optuna_private import TPEHooks, asked_trials
 from tuner.study.search import ENGINE_PARAM, config_from_params
 
 DUPLICATE_REASON = "duplicate"
@@ -61,7 +62,7 @@ def default_sampler(seed: int, n_objectives: int) -> optuna.samplers.BaseSampler
     )
 
 
-class EngineBalancedTPE(optuna.samplers.TPESampler):
+class EngineBalancedTPE(TPEHooks):
     """TPE whose random start picks the least-tried engine (ties at random).
 
     With two engines a plain random start of 6 trials (some of them rejected as invalid) often
@@ -82,19 +83,15 @@ class EngineBalancedTPE(optuna.samplers.TPESampler):
             param_distribution, CategoricalDistribution
         ):
             return super().sample_independent(study, trial, param_name, param_distribution)
-        asked = study._get_trials(
-            deepcopy=False,
-            states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL),
-            use_cache=True,
-        )
-        if len([t for t in asked if t.state != TrialState.FAIL]) >= self._n_startup_trials:
+        asked = asked_trials(study, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+        if len([t for t in asked if t.state != TrialState.FAIL]) >= self.startup_trials:
             return super().sample_independent(study, trial, param_name, param_distribution)
         counts = np.zeros(len(param_distribution.choices))
         for t in asked:
             if param_name in t.params:
                 counts[param_distribution.to_internal_repr(t.params[param_name])] += 1
         least = np.flatnonzero(counts == counts.min())
-        return param_distribution.choices[int(self._rng.rng.choice(least))]
+        return param_distribution.choices[int(self.rng.choice(least))]
 
 
 class ValidityAwareTPE(EngineBalancedTPE):
@@ -119,7 +116,6 @@ class ValidityAwareTPE(EngineBalancedTPE):
         self._spaces: Mapping[str, Sequence[Param]] = {}
         self._valid: Validity | None = None
         self._known: dict[str, bool] = {}
-        self._space_in_flight: dict[str, BaseDistribution] | None = None
 
     def teach(self, spaces: Mapping[str, Sequence[Param]], valid: Validity) -> None:
         """Use ``valid`` to judge candidates of ``spaces`` (see :func:`teach_validity`)."""
@@ -127,37 +123,19 @@ class ValidityAwareTPE(EngineBalancedTPE):
             self._spaces, self._known = spaces, {}
         self._valid = valid
 
-    def _sample(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        self._space_in_flight = search_space  # read by _compute_acquisition_func just below
-        try:
-            return super()._sample(study, trial, search_space)
-        finally:
-            self._space_in_flight = None
+    def density_trials(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        if self._valid is None:
+            return trials
+        return [t for t in trials if _reason(t) != INVALID_REASON]
 
-    def _build_parzen_estimator(
-        self,
-        study: optuna.Study,
-        search_space: dict[str, BaseDistribution],
-        trials: list[FrozenTrial],
-        handle_below: bool,
-    ) -> Any:
-        if self._valid is not None:
-            trials = [t for t in trials if _reason(t) != INVALID_REASON]
-        return super()._build_parzen_estimator(study, search_space, trials, handle_below)
-
-    def _compute_acquisition_func(
-        self, samples: dict[str, np.ndarray], mpe_below: Any, mpe_above: Any
-    ) -> np.ndarray:
-        acq = super()._compute_acquisition_func(samples, mpe_below, mpe_above)
-        if self._valid is None or not self._space_in_flight:
+    def judge_candidates(self, samples: dict[str, np.ndarray], acq: np.ndarray) -> np.ndarray:
+        if self._valid is None or not self.space_in_flight:
             return acq
         valid = np.array([self._candidate_valid(samples, i) for i in range(len(acq))])
         return np.where(valid, acq, -np.inf) if valid.any() else acq
 
     def _candidate_valid(self, samples: dict[str, np.ndarray], i: int) -> bool:
-        space = self._space_in_flight or {}
+        space = self.space_in_flight or {}
         params = {k: space[k].to_external_repr(v[i]) for k, v in samples.items() if k in space}
         for engine in {k.split(".", 1)[0] for k in params} & set(self._spaces):
             config = config_from_params(engine, list(self._spaces[engine]), params)

@@ -55,6 +55,17 @@ from tuner.study.loop import (
     search_exhausted,
     search_spaces,
 )
+from tuner.study.optuna_private import (
+    TrialCreationHooks,
+    backend_of,
+    finish_trial,
+    heartbeat_enabled,
+    id_of,
+    id_of_number,
+    stale_trial_ids,
+    storage_of,
+    write_trial_attr,
+)
 from tuner.study.search import make_sampler
 from tuner.study.storage import _tune_sqlite, open_storage, redact, sqlalchemy_url
 
@@ -66,7 +77,7 @@ warnings.filterwarnings(
 
 
 # ---------------------------------------------------------------- heartbeats
-class HeartbeatStorage(optuna.storages.RDBStorage):
+class HeartbeatStorage(TrialCreationHooks):
     """An RDBStorage that records heartbeats for every trial this process holds.
 
     A trial is held from the moment it is created RUNNING (``ask()``) or popped from the queue
@@ -108,11 +119,9 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
     def close(self) -> None:
         self._stop.set()
 
-    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None):
-        frozen = super()._create_new_trial(study_id, template_trial)
-        if frozen.state == TrialState.RUNNING:
-            self._hold(frozen._trial_id)
-        return frozen
+    def on_trial_created(self, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.RUNNING:
+            self._hold(id_of(trial))
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         changed = super().set_trial_state_values(trial_id, state=state, values=values)
@@ -149,26 +158,20 @@ def fail_lost_trials(study: optuna.Study, requeue: bool = False) -> list[int]:
     worker was only paused and finishes between the two writes, its COMPLETE trial keeps a stale
     ``fail`` attribute; ``counted_trials`` only reads reasons of FAIL and PRUNED trials.)
     """
-    storage = study._storage
-    if not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+    if not heartbeat_enabled(study):
         return []
-    backend = getattr(storage, "_backend", storage)
+    storage, backend = storage_of(study), backend_of(study)
     grace = getattr(backend, "grace_period", None) or 2 * storage.get_heartbeat_interval()
     lost = []
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
-        trial = storage.get_trial(trial_id)
+    for stale in stale_trial_ids(study):
+        trial = storage.get_trial(stale)
         worker = trial.user_attrs.get("worker") or {}
         detail = (
             f"no heartbeat for over {grace}s from worker {worker.get('host', '?')} pid "
             f"{worker.get('pid', '?')}: killed, crashed or cut off"
         )
-        try:
-            storage.set_trial_user_attr(
-                trial_id, FAIL_ATTR, fail_record("worker_lost", detail, worker=worker)
-            )
-            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                continue
-        except UpdateFinishedTrialError:
+        record = {FAIL_ATTR: fail_record("worker_lost", detail, worker=worker)}
+        if not finish_trial(study, stale, record, TrialState.FAIL):
             continue  # another worker failed it first, or its own worker just finished it
         lost.append(trial.number)
         log.warning("trial %d lost its worker (%s)", trial.number, detail)
@@ -263,11 +266,9 @@ class WorkerEngine:
             options["cuda_visible_devices"] = devices
             options["env"] = {**(options.get("env") or {}), "CUDA_VISIBLE_DEVICES": devices}
         if number is not None:
-            trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(
-                self.study._study_id, number
-            )
-            self.study._storage.set_trial_user_attr(
-                trial_id,
+            write_trial_attr(
+                self.study,
+                id_of_number(self.study, number),
                 "worker",
                 {"host": socket.gethostname(), "pid": os.getpid(), "gpus": devices},
             )
@@ -340,7 +341,7 @@ def run_worker(
     finally:
         for engine in engines.values():
             engine.close()
-        storage = getattr(study._storage, "_backend", study._storage)
+        storage = backend_of(study)
         if isinstance(storage, HeartbeatStorage):
             storage.close()
     return study
@@ -353,7 +354,7 @@ def _one_trial(study, spec, engines, spaces):
             warnings.filterwarnings("ignore", message="Heartbeat of storage")  # for optimize()
             return run_one_trial(study, spec, engines, spaces)
     except (UpdateFinishedTrialError, ValueError) as exc:
-        storage = getattr(study._storage, "_backend", study._storage)
+        storage = backend_of(study)
         given_up = [
             tid
             for tid in getattr(storage, "held", set)()
