@@ -27,6 +27,9 @@ from engines.uncertainty import mean_interval
 from tuner.study.finalists import Remeasured, choose_winner
 
 DB = Path("studies/real/h200/session6-knobs/h200-beyond-expert.db")
+CAPACITY_DB = Path("studies/real/h200/session9-capacity/h200-beyond-expert-capacity.db")
+CAPACITY_STUDY = "h200-beyond-expert-capacity"
+CHAT_SLO = {"ttft_p99_ms": 1000, "tpot_p99_ms": 50, "error_rate": 0.01}
 OUT = results_path("beyond_expert.json")
 STUDY = "h200-beyond-expert"
 EXPERTS = ("expert", "expert_end")
@@ -190,12 +193,73 @@ def summary(db: Path) -> dict[str, Any]:
             "chosen by tuner.study.finalists.choose_winner with outside_noise (its interval must "
             "clear the expert's)",
         },
-        "capacity": None,
-        "capacity_note": "not measured yet (device time: sessions 6 and 8 spent theirs on the "
-        "throughput workload's screen and finalists)",
+        "capacity": capacity_summary(CAPACITY_DB) if CAPACITY_DB.exists() else None,
         "knobs": knob_table(found, main),
         "best_config": {"knob": best_name, "options": best["options"], "over": "the expert"},
         "stretches": found,
+    }
+
+
+def capacity_of(trial: FrozenTrial) -> dict[str, Any]:
+    """One server's capacity search: the highest rate that met the SLO and the lowest that
+    missed (the bracket), from the trial's stored measurement."""
+    extra = trial.user_attrs["result"]["measurement"]["extra"]
+    found = extra["capacity"]
+    return {
+        "trial": trial.number,
+        "rps": float(found["capacity_rps"]),
+        "bracket": [float(v) for v in found["bracket"]],
+        "goodput_rps": float(found["goodput_rps"]),
+        "probes": len(found["probes"]),
+        "server_argv": extra.get("server_argv"),
+    }
+
+
+def capacity_summary(db: Path) -> dict[str, Any]:
+    """Workload 2 (capacity under the chat SLO), from the stretch that measured the expert and a
+    knob on one machine. A capacity search gives a bracket [highest rate met, lowest missed]; the
+    knob is ahead outside the search's resolution when its met rate clears the expert's missed
+    one. ``outside_noise`` stays None until 3 interleaved rounds each say how capacity varies
+    server to server (issue 27's protocol), which this data does not have."""
+    study = optuna.load_study(study_name=CAPACITY_STUDY, storage=f"sqlite:///{db}")
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    stretches: dict[str, list[FrozenTrial]] = {}
+    for trial in done:
+        stretches.setdefault(trial.user_attrs.get("stretch", "A"), []).append(trial)
+    by_stretch = {
+        name: {str(t.user_attrs["knob"]): capacity_of(t) for t in trials}
+        for name, trials in sorted(stretches.items())
+    }
+    paired = [n for n, k in by_stretch.items() if "expert" in k and len(k) > 1]
+    if not paired:
+        return {"slo": CHAT_SLO, "by_stretch": by_stretch, "ratio": None, "outside_noise": None}
+    main = by_stretch[paired[-1]]
+    best_name, best = max(
+        ((n, k) for n, k in main.items() if n != "expert"), key=lambda kv: kv[1]["rps"]
+    )
+    expert = main["expert"]
+    gpus = {t.user_attrs.get("gpu") for t in stretches[paired[-1]]}
+    return {
+        "slo": CHAT_SLO,
+        "workload": "1024 in / 256 out, Poisson arrivals at each probed rate for >= 20 s, fresh "
+        "prompts per probe; the search starts at the closed-loop rate at concurrency 64",
+        "stretch": paired[-1],
+        "same_machine": len(gpus) == 1,
+        "expert_rps": expert["rps"],
+        "best": best_name,
+        "best_rps": best["rps"],
+        "ratio": best["rps"] / expert["rps"],
+        "ratio_range": [
+            best["bracket"][0] / expert["bracket"][1],
+            best["bracket"][1] / expert["bracket"][0],
+        ],
+        "brackets_disjoint": best["bracket"][0] > expert["bracket"][1],
+        "outside_noise": None,
+        "servers_per_config": 1,
+        "by_stretch": by_stretch,
+        "note": "same H200, same stretch; one capacity search per config on its own server "
+        "(no interleaved rounds: the device time ran out); the expert read the same capacity on "
+        "two machines (stretches A and B)",
     }
 
 

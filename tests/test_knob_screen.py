@@ -78,3 +78,51 @@ def test_screen_measures_the_plan_in_order_and_resumes(tmp_path):
     assert trials[0].user_attrs.get("baseline") and trials[-1].user_attrs.get("drift_guard")
     with sqlite3.connect(out / "screen.db") as copy:  # the copy in --out holds every trial
         assert copy.execute("select count(*) from trials").fetchone()[0] == len(trials)
+
+
+CAPACITY_SPEC = REPO_ROOT / "studies" / "real" / "h200-beyond-expert-capacity.yaml"
+CAPACITY_KNOBS = REPO_ROOT / "studies" / "real" / "h200-beyond-expert-capacity-knobs.yaml"
+
+
+def test_capacity_screen_searches_each_config_and_combines_on_capacity(tmp_path):
+    """The capacity screen (workload 2): each config's trial carries a capacity search whose
+    probes ran on its own server, and ``combo`` picks by ``capacity_rps``, not tok/s."""
+    data = yaml.safe_load(CAPACITY_SPEC.read_text())
+    data["model"]["path"] = str(tmp_path / "model")
+    data["workload"].update(num_requests=12, warmup_requests=2, output_tokens=8)
+    data["workload"]["arrival"] = {"kind": "concurrency", "concurrency": 4}
+    data["options"].update(
+        server_command=[sys.executable, "-m", "engines.standin.openai_server"],
+        workdir=str(tmp_path / "runs"),
+        startup_timeout_s=30,
+        capacity={"min_duration_s": 2, "settle_latencies": 1, "max_steps": 3, "rel_tol": 0.3},
+    )
+    spec = tmp_path / "capacity.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    out, db = tmp_path / "out", tmp_path / "state" / "capacity.db"
+    common = ["--spec", str(spec), "--knobs", str(CAPACITY_KNOBS), "--out", str(out)]
+    common += ["--db", str(db)]
+    _driver("setup", *common)
+    plan = "expert,batched_4096,api_server_count_4,combo"
+    printed = _driver("run", "--plan", plan, "--seconds", "900", "--later-s", "60", *common)
+    rows = {r["knob"]: r for r in json.loads((out / "knob-screen.json").read_text())}
+    for name in ("expert", "batched_4096", "api_server_count_4"):
+        row = rows[name]
+        assert row["state"] == "COMPLETE", row
+        assert row["capacity_rps"] > 0 and row["capacity"]["probes"], row
+        assert row["capacity_rps"] == row["capacity"]["capacity_rps"]
+        assert f"{name}: trial {row['trial']} COMPLETE" in printed and "req/s" in printed
+    argv = rows["batched_4096"]["server_argv"]
+    assert argv[argv.index("--max-num-batched-tokens") + 1] == "4096"
+    above = sorted(
+        (
+            n
+            for n in ("batched_4096", "api_server_count_4")
+            if rows[n]["capacity_rps"] > rows["expert"]["capacity_rps"]
+        ),
+        key=lambda n: rows[n]["capacity_rps"],
+    )
+    if len(above) < 2:
+        assert "combo" not in rows and "combo: fewer than two knobs" in printed
+    else:
+        assert rows["combo"]["options"] == {"api_server_count": 4, "max_num_batched_tokens": 4096}

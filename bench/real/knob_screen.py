@@ -3,6 +3,7 @@
     python bench/real/knob_screen.py setup
     python bench/real/knob_screen.py run --plan expert,api_server_count_4 --seconds 560 \\
         --out DIR --db /root/campaign/h200-beyond-expert.db [--last expert_end]
+        [--spec SPEC --knobs KNOBS --first-s S --later-s S]
 
 Each name of ``--plan`` is one config measured as one trial of the study in
 ``studies/real/h200-beyond-expert.yaml`` (through ``run_study``: the vllm engine, the real runner,
@@ -10,16 +11,18 @@ the shared load generator, the spec's repeats), on its own server, in the order 
 
 * ``expert``: the study's named baseline (the expert hand-tune), as its first trial;
 * ``expert_end``: the same config again at the end of the stretch (the drift guard);
-* a name of ``studies/real/h200-beyond-expert-knobs.yaml``: the expert plus those options;
+* a name of ``--knobs`` (``studies/real/h200-beyond-expert-knobs.yaml``): the expert plus those
+  options;
 * ``combo``: the expert plus the options of the two single knobs that read highest above the
-  first expert run (skipped, and said, when fewer than two read above it);
+  first expert run on the spec's winner metric (output tok/s for the throughput screen,
+  ``capacity_rps`` for the capacity one; skipped, and said, when fewer than two read above it);
 * ``NAME@K``: round K of NAME, the same config on a server of its own again (the finalists'
   rounds, interleaved with the expert's: ``expert,api_server_count_4,expert@2,...``).
 
 A name already measured in the study is skipped, so a call can be repeated after a lost machine.
 A config is started only when the time it is expected to take (the longest trial so far after
-the machine's first, 200 s before any; 330 s for the first start of a machine, whose kernels are
-compiled then) fits in ``--seconds``, keeping room for ``--last``, which runs at the end. The study's
+the machine's first, ``--later-s`` (200 s) before any; ``--first-s`` (330 s) for the first start
+of a machine, whose kernels are compiled then) fits in ``--seconds``, keeping room for ``--last``, which runs at the end. The study's
 SQLite file lives at ``--db`` (keep it under /root: the next call of a warm machine resumes it)
 and is copied to ``--out`` through SQLite's backup API after every trial, with
 ``knob-screen.json``: every trial's name, options, server argv, runs and GPU.
@@ -91,22 +94,26 @@ def measured(study: optuna.Study, stretch: str = "A") -> dict[str, optuna.trial.
     }
 
 
-def tok_s(trial: optuna.trial.FrozenTrial) -> float:
-    return float(trial.user_attrs["metrics"]["output_tokens_per_s"])
+def score(trial: optuna.trial.FrozenTrial, metric: str = "output_tokens_per_s") -> float:
+    """The trial's reading of the screen's metric (higher is better: tok/s or req/s)."""
+    return float(trial.user_attrs["metrics"][metric])
 
 
 def combo_options(
-    study: optuna.Study, knobs: dict[str, dict[str, Any]], stretch: str = "A"
+    study: optuna.Study,
+    knobs: dict[str, dict[str, Any]],
+    stretch: str = "A",
+    metric: str = "output_tokens_per_s",
 ) -> tuple[list[str], dict[str, Any]] | None:
-    """The two single knobs that read highest above the first expert run, and their options
-    together; None when fewer than two read above it."""
+    """The two single knobs that read highest above the first expert run on ``metric``, and
+    their options together; None when fewer than two read above it."""
     done = measured(study, stretch)
     if "expert" not in done:
         return None
-    bar = tok_s(done["expert"])
+    bar = score(done["expert"], metric)
     above = sorted(
-        (name for name in knobs if name in done and tok_s(done[name]) > bar),
-        key=lambda name: tok_s(done[name]),
+        (name for name in knobs if name in done and score(done[name], metric) > bar),
+        key=lambda name: score(done[name], metric),
         reverse=True,
     )
     if len(above) < 2:
@@ -142,13 +149,24 @@ def gpu_identity() -> str:
 class Screen:
     """One call's share of the screen: the study, the clock and the outputs."""
 
-    def __init__(self, spec: StudySpec, out: Path, seconds: float, stretch: str = "A") -> None:
+    def __init__(
+        self,
+        spec: StudySpec,
+        out: Path,
+        seconds: float,
+        stretch: str = "A",
+        knobs: Path = KNOBS,
+        first_s: float = FIRST_START_S,
+        later_s: float = LATER_S,
+    ) -> None:
         self.spec, self.out, self.seconds, self.stretch = spec, out, seconds, stretch
+        self.first_s, self.later_s = first_s, later_s
+        self.metric = spec.winner_metric
         self.began = time.monotonic()
         self.cold = not COLD_MARKER.exists()
         self.gpu = gpu_identity()
         self.study = open_study(spec)
-        self.knobs = knob_configs()
+        self.knobs = knob_configs(knobs)
         self.expert = expert_config(spec)
         self.spaces = search_spaces(spec, build_engines(spec))
 
@@ -158,14 +176,14 @@ class Screen:
     def estimate(self, name: str, later: bool = False) -> float:
         """Seconds ``name`` is expected to take: now, or ``later`` (after this call's first)."""
         if self.cold and not later:
-            return FIRST_START_S
+            return self.first_s
         timed = [
             (t.datetime_complete - t.datetime_start).total_seconds()
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.datetime_complete and t.datetime_start and not t.user_attrs.get("cold_start")
         ]
         recompiles = any(key in RECOMPILES for key in self.knobs.get(name, {}))
-        return max(timed, default=LATER_S) + 10.0 + (60.0 if recompiles else 0.0)
+        return max(timed, default=self.later_s) + 10.0 + (60.0 if recompiles else 0.0)
 
     def options_for(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """(options over the expert, extra trial attributes) for a plan name; None: skip."""
@@ -183,9 +201,9 @@ class Screen:
             first = not self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             return {}, {"baseline": True} if first else {"stretch_baseline": True}
         if name == "combo":
-            found = combo_options(self.study, self.knobs, self.stretch)
+            found = combo_options(self.study, self.knobs, self.stretch, self.metric)
             if found is None:
-                log.info("combo: fewer than two knobs read above the expert; skipped")
+                print("combo: fewer than two knobs read above the expert; skipped", flush=True)
                 return None
             return found[1], {"combo_of": found[0]}
         if name not in self.knobs:
@@ -216,7 +234,8 @@ class Screen:
             f"[{time.monotonic() - self.began:6.0f}s] {name}: trial {trial.number} "
             f"{trial.state.name} in {time.monotonic() - started:.0f} s, "
             f"{metrics.get('output_tokens_per_s', float('nan')):.0f} tok/s, "
-            f"p99 TTFT {metrics.get('ttft_p99_ms', float('nan')):.0f} ms "
+            f"p99 TTFT {metrics.get('ttft_p99_ms', float('nan')):.0f} ms, "
+            f"capacity {metrics.get('capacity_rps', float('nan')):.2f} req/s "
             f"{(trial.user_attrs.get('fail') or {}).get('reason', '')}",
             flush=True,
         )
@@ -291,6 +310,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                     metrics.get("ttft_p99_ms_ci_high"),
                 ],
                 "tpot_p99_ms": metrics.get("tpot_p99_ms"),
+                "capacity_rps": metrics.get("capacity_rps"),
+                "capacity": extra.get("capacity"),
             }
         )
     return rows
@@ -301,6 +322,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["setup", "run"])
     parser.add_argument("--spec", type=Path, default=SPEC)
+    parser.add_argument("--knobs", type=Path, default=KNOBS, help="name -> options over the expert")
+    parser.add_argument("--first-s", type=float, default=FIRST_START_S, help="a cold first trial")
+    parser.add_argument(
+        "--later-s", type=float, default=LATER_S, help="a trial before one is timed"
+    )
     parser.add_argument("--plan", default="", help="config names, in order, comma-separated")
     parser.add_argument("--last", default=None, help="a config kept time for, measured last")
     parser.add_argument("--seconds", type=float, default=560.0)
@@ -318,7 +344,10 @@ def main() -> None:
         make(Path(spec.model.path))
         return
     plan = [name for name in args.plan.split(",") if name.strip()]
-    Screen(spec, args.out, args.seconds, args.stretch).run(plan, args.last)
+    screen = Screen(
+        spec, args.out, args.seconds, args.stretch, args.knobs, args.first_s, args.later_s
+    )
+    screen.run(plan, args.last)
 
 
 if __name__ == "__main__":
