@@ -20,17 +20,23 @@ pytestmark = pytest.mark.slow
 SPEC = REPO_ROOT / "studies" / "real" / "h200-beyond-expert.yaml"
 
 
-def _spec(tmp_path: Path) -> Path:
-    data = yaml.safe_load(SPEC.read_text())
+def _spec(
+    tmp_path: Path, source: Path = SPEC, num_requests: int = 8, output_tokens: int = 16, **options
+) -> Path:
+    """``source`` shrunk to a CPU: the stand-in server in place of vLLM, a tiny workload."""
+    data = yaml.safe_load(source.read_text())
     data["model"]["path"] = str(tmp_path / "model")
-    data["workload"].update(num_requests=8, warmup_requests=2, output_tokens=16)
+    data["workload"].update(
+        num_requests=num_requests, warmup_requests=2, output_tokens=output_tokens
+    )
     data["workload"]["arrival"] = {"kind": "concurrency", "concurrency": 4}
     data["options"].update(
         server_command=[sys.executable, "-m", "engines.standin.openai_server"],
         workdir=str(tmp_path / "runs"),
         startup_timeout_s=30,
+        **options,
     )
-    path = tmp_path / "spec.yaml"
+    path = tmp_path / f"{source.stem}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -87,18 +93,8 @@ CAPACITY_KNOBS = REPO_ROOT / "studies" / "real" / "h200-beyond-expert-capacity-k
 def test_capacity_screen_searches_each_config_and_combines_on_capacity(tmp_path):
     """The capacity screen (workload 2): each config's trial carries a capacity search whose
     probes ran on its own server, and ``combo`` picks by ``capacity_rps``, not tok/s."""
-    data = yaml.safe_load(CAPACITY_SPEC.read_text())
-    data["model"]["path"] = str(tmp_path / "model")
-    data["workload"].update(num_requests=12, warmup_requests=2, output_tokens=8)
-    data["workload"]["arrival"] = {"kind": "concurrency", "concurrency": 4}
-    data["options"].update(
-        server_command=[sys.executable, "-m", "engines.standin.openai_server"],
-        workdir=str(tmp_path / "runs"),
-        startup_timeout_s=30,
-        capacity={"min_duration_s": 2, "settle_latencies": 1, "max_steps": 3, "rel_tol": 0.3},
-    )
-    spec = tmp_path / "capacity.yaml"
-    spec.write_text(yaml.safe_dump(data))
+    probes = {"min_duration_s": 2, "settle_latencies": 1, "max_steps": 3, "rel_tol": 0.3}
+    spec = _spec(tmp_path, CAPACITY_SPEC, num_requests=12, output_tokens=8, capacity=probes)
     out, db = tmp_path / "out", tmp_path / "state" / "capacity.db"
     common = ["--spec", str(spec), "--knobs", str(CAPACITY_KNOBS), "--out", str(out)]
     common += ["--db", str(db)]
