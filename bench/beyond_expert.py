@@ -159,9 +159,7 @@ def drift(experts: list[FrozenTrial]) -> dict[str, Any] | None:
 def summary(db: Path) -> dict[str, Any]:
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    stretches: dict[str, list[FrozenTrial]] = {}
-    for trial in done:
-        stretches.setdefault(trial.user_attrs.get("stretch", "A"), []).append(trial)
+    stretches = group_by_stretch(done)
     found = {name: stretch_summary(trials) for name, trials in sorted(stretches.items())}
     guarded = [n for n, s in found.items() if s["drift_guard"] is not None and s["knobs"]]
     main = found[guarded[-1]] if guarded else found[sorted(found)[-1]]
@@ -200,6 +198,14 @@ def summary(db: Path) -> dict[str, Any]:
     }
 
 
+def group_by_stretch(trials: list[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
+    """Trials by the stretch (one machine) that measured them; unnamed ones belong to A."""
+    stretches: dict[str, list[FrozenTrial]] = {}
+    for trial in trials:
+        stretches.setdefault(trial.user_attrs.get("stretch", "A"), []).append(trial)
+    return stretches
+
+
 def capacity_of(trial: FrozenTrial) -> dict[str, Any]:
     """One server's capacity search: the highest rate that met the SLO and the lowest that
     missed (the bracket), from the trial's stored measurement."""
@@ -223,9 +229,7 @@ def capacity_summary(db: Path) -> dict[str, Any]:
     server to server (issue 27's protocol), which this data does not have."""
     study = optuna.load_study(study_name=CAPACITY_STUDY, storage=f"sqlite:///{db}")
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    stretches: dict[str, list[FrozenTrial]] = {}
-    for trial in done:
-        stretches.setdefault(trial.user_attrs.get("stretch", "A"), []).append(trial)
+    stretches = group_by_stretch(done)
     by_stretch = {
         name: {str(t.user_attrs["knob"]): capacity_of(t) for t in trials}
         for name, trials in sorted(stretches.items())
