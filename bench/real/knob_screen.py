@@ -25,7 +25,8 @@ the machine's first, ``--later-s`` (200 s) before any; ``--first-s`` (330 s) for
 of a machine, whose kernels are compiled then) fits in ``--seconds``, keeping room for
 ``--last``, which runs at the end. The study's SQLite file lives at ``--db`` (keep it under
 /root: the next call of a warm machine resumes it) and is copied to ``--out`` through SQLite's
-backup API after every trial, with ``knob-screen.json``: every trial's name, options, server argv, runs and GPU.
+backup API after every trial, with ``knob-screen.json``: every trial's name, options, server
+argv, runs and GPU.
 """
 
 from __future__ import annotations
