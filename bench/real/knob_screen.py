@@ -49,7 +49,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from bench.real.make_dummy_model import make  # noqa: E402
 from tuner.spec import StudySpec, load_spec  # noqa: E402
-from tuner.study.attrs import FAIL_ATTR, fail_record  # noqa: E402
+from tuner.study.attrs import FAIL_ATTR, fail_reason, fail_record  # noqa: E402
 from tuner.study.loop import (  # noqa: E402
     build_engines,
     counted_trials,
@@ -237,7 +237,7 @@ class Screen:
             f"{metrics.get('output_tokens_per_s', float('nan')):.0f} tok/s, "
             f"p99 TTFT {metrics.get('ttft_p99_ms', float('nan')):.0f} ms, "
             f"capacity {metrics.get('capacity_rps', float('nan')):.2f} req/s "
-            f"{(trial.user_attrs.get('fail') or {}).get('reason', '')}",
+            f"{fail_reason(trial) or ''}",
             flush=True,
         )
         self.save()
@@ -291,7 +291,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "stretch": t.user_attrs.get("stretch", "A"),
                 "options": t.user_attrs.get("knob_options"),
                 "state": t.state.name,
-                "fail": t.user_attrs.get("fail"),
+                "fail": t.user_attrs.get(FAIL_ATTR),
                 "gpu": t.user_attrs.get("gpu"),
                 "started": t.datetime_start,
                 "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
