@@ -24,12 +24,12 @@ from outputs import results_path
 from scipy import stats
 
 from engines.uncertainty import mean_interval
+from tuner.spec import load_spec
 from tuner.study.finalists import Remeasured, choose_winner
 
 DB = Path("studies/real/h200/session6-knobs/h200-beyond-expert.db")
 CAPACITY_DB = Path("studies/real/h200/session9-capacity/h200-beyond-expert-capacity.db")
-CAPACITY_STUDY = "h200-beyond-expert-capacity"
-CHAT_SLO = {"ttft_p99_ms": 1000, "tpot_p99_ms": 50, "error_rate": 0.01}
+CAPACITY_SPEC = Path("studies/real/h200-beyond-expert-capacity.yaml")  # the DB's study and SLO
 OUT = results_path("beyond_expert.json")
 STUDY = "h200-beyond-expert"
 EXPERTS = ("expert", "expert_end")
@@ -227,7 +227,9 @@ def capacity_summary(db: Path) -> dict[str, Any]:
     knob is ahead outside the search's resolution when its met rate clears the expert's missed
     one. ``outside_noise`` stays None until 3 interleaved rounds each say how capacity varies
     server to server (issue 27's protocol), which this data does not have."""
-    study = optuna.load_study(study_name=CAPACITY_STUDY, storage=f"sqlite:///{db}")
+    spec = load_spec(CAPACITY_SPEC)
+    slo = spec.feasibility_slos  # what each capacity probe was judged on
+    study = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{db}")
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     stretches = group_by_stretch(done)
     by_stretch = {
@@ -236,7 +238,7 @@ def capacity_summary(db: Path) -> dict[str, Any]:
     }
     paired = [n for n, k in by_stretch.items() if "expert" in k and len(k) > 1]
     if not paired:
-        return {"slo": CHAT_SLO, "by_stretch": by_stretch, "ratio": None, "outside_noise": None}
+        return {"slo": slo, "by_stretch": by_stretch, "ratio": None, "outside_noise": None}
     main = by_stretch[paired[-1]]
     best_name, best = max(
         ((n, k) for n, k in main.items() if n != "expert"), key=lambda kv: kv[1]["rps"]
@@ -244,7 +246,7 @@ def capacity_summary(db: Path) -> dict[str, Any]:
     expert = main["expert"]
     gpus = {t.user_attrs.get("gpu") for t in stretches[paired[-1]]}
     return {
-        "slo": CHAT_SLO,
+        "slo": slo,
         "workload": "1024 in / 256 out, Poisson arrivals at each probed rate for >= 20 s, fresh "
         "prompts per probe; the search starts at the closed-loop rate at concurrency 64",
         "stretch": paired[-1],
