@@ -122,3 +122,52 @@ def test_capacity_screen_searches_each_config_and_combines_on_capacity(tmp_path)
         assert "combo" not in rows and "combo: fewer than two knobs" in printed
     else:
         assert rows["combo"]["options"] == {"api_server_count": 4, "max_num_batched_tokens": 4096}
+
+
+EXTRACTION_SPEC = REPO_ROOT / "studies" / "real" / "h200-smollm2-extraction.yaml"
+EXTRACTION_KNOBS = REPO_ROOT / "studies" / "real" / "h200-smollm2-extraction-knobs.yaml"
+
+
+def test_extraction_screen_records_the_servers_counters_and_agreement(tmp_path):
+    """Workload 3: dataset prompts (bench/real/extraction_dataset.py), an accuracy reference
+    (the expert), n-gram speculation; each trial carries the server's own counters (prefix-cache
+    hit rate, acceptance) read from ``/metrics`` and its greedy agreement with the expert."""
+    dataset = tmp_path / "extraction.jsonl"
+    subprocess.run(
+        [
+            sys.executable,
+            "bench/real/extraction_dataset.py",
+            str(dataset),
+            "--rows",
+            "40",
+            "--output-tokens",
+            "8",
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+    )
+    spec = _spec(tmp_path, EXTRACTION_SPEC, num_requests=12)
+    data = yaml.safe_load(spec.read_text())
+    data["workload"]["dataset"] = str(dataset)
+    data["accuracy"].update(prompts=2, gen_tokens=4, budget_tokens=64)
+    spec.write_text(yaml.safe_dump(data))
+    out, db = tmp_path / "out", tmp_path / "state" / "extraction.db"
+    common = ["--spec", str(spec), "--knobs", str(EXTRACTION_KNOBS), "--out", str(out)]
+    common += ["--db", str(db)]
+    _driver("setup", *common)
+    printed = _driver("run", "--plan", "expert,ngram_3", "--seconds", "900", *common)
+    rows = {r["knob"]: r for r in json.loads((out / "knob-screen.json").read_text())}
+    expert, ngram = rows["expert"], rows["ngram_3"]
+    assert expert["state"] == ngram["state"] == "COMPLETE", (expert, ngram)
+    assert "--speculative-config" in ngram["server_argv"]
+    assert "--speculative-config" not in expert["server_argv"]
+    counted = ngram["server_metrics"]
+    # 2 warmup + 12 measured answers of 8 tokens; the stand-in accepts 1 of 3 drafts a step
+    assert counted["generation_tokens_delta"] == 14 * 8
+    assert counted["spec_acceptance_rate"] == pytest.approx(1 / 3)
+    assert counted["spec_mean_acceptance_length"] == pytest.approx(2.0)
+    assert "spec_acceptance_rate" not in expert["server_metrics"]
+    assert 0.0 <= expert["server_metrics"]["prefix_cache_hit_rate"] <= 1.0
+    assert expert["token_agreement"] == ngram["token_agreement"] == 1.0
+    assert "spec_acceptance_rate=0.333" in printed

@@ -236,8 +236,9 @@ class Screen:
             f"{trial.state.name} in {time.monotonic() - started:.0f} s, "
             f"{metrics.get('output_tokens_per_s', float('nan')):.0f} tok/s, "
             f"p99 TTFT {metrics.get('ttft_p99_ms', float('nan')):.0f} ms, "
-            f"capacity {metrics.get('capacity_rps', float('nan')):.2f} req/s "
-            f"{fail_reason(trial) or ''}",
+            f"capacity {metrics.get('capacity_rps', float('nan')):.2f} req/s, "
+            f"agreement {metrics.get('token_agreement', float('nan')):.3f}, "
+            f"server {_server_line(trial)} {fail_reason(trial) or ''}",
             flush=True,
         )
         self.save()
@@ -277,6 +278,14 @@ class Screen:
         )
 
 
+def _server_line(trial: optuna.trial.FrozenTrial) -> str:
+    """The server's own counters of the trial, briefly: prefix-cache hits, n-gram acceptance."""
+    measurement = (trial.user_attrs.get("result") or {}).get("measurement") or {}
+    counted = (measurement.get("extra") or {}).get("server_metrics") or {}
+    keys = ("prefix_cache_hit_rate", "spec_acceptance_rate", "spec_mean_acceptance_length")
+    return " ".join(f"{k}={counted[k]:.3f}" for k in keys if k in counted) or "-"
+
+
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """Every trial: name, options, state, server argv, per-run and pooled numbers, GPU."""
     rows = []
@@ -313,6 +322,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "tpot_p99_ms": metrics.get("tpot_p99_ms"),
                 "capacity_rps": metrics.get("capacity_rps"),
                 "capacity": extra.get("capacity"),
+                "token_agreement": metrics.get("token_agreement"),
+                "server_metrics": extra.get("server_metrics"),
             }
         )
     return rows

@@ -53,6 +53,7 @@ from engines.serving.power import PowerReading, PowerSampler, visible_gpus
 from engines.serving.prompts import PromptMaker
 from engines.serving.request_log import request_log_path, write_request_log
 from engines.serving.request_source import RequestSource, request_source
+from engines.serving.server_metrics import CounterWindow
 from engines.uncertainty import MeasureSettings, combine_runs
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def measure_server(engine: ServedEngine, config: Config, ctx: RunContext) -> Mea
     started = time.monotonic()
     runs: list[Measurement] = []
     records: list[list[RequestRecord]] = []
+    counters = CounterWindow(server.base_url)
+    counters.start()
     for index in range(settings.repeats):
         remaining = ctx.timeout_s - (time.monotonic() - started)
         with PowerSampler(visible_gpus(gpus)) as power:
@@ -101,6 +104,10 @@ def measure_server(engine: ServedEngine, config: Config, ctx: RunContext) -> Mea
         if result.stopped:
             break
     combined = combine_runs(runs, records, settings.level, seed=ctx.seed)
+    if counters.stop():  # warmup included: the server cannot tell the phases apart
+        combined = dataclasses.replace(
+            combined, extra={**combined.extra, "server_metrics": counters.record}
+        )
     if result.stopped:  # lost already: nothing more is worth measuring on this config
         log.info("trial %s stopped early: %s", ctx.trial_number, result.stopped)
         return dataclasses.replace(combined, extra={**combined.extra, "stopped": result.stopped})

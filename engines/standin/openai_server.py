@@ -114,6 +114,7 @@ class Settings:
     lossy_speculation: bool = False  # a buggy drafter: every third generated word changes
     prefix_caching: bool = False
     cached_ttft_s: float | None = None  # TTFT of a prompt seen before (prefix caching on)
+    speculative_tokens: int = 0  # --speculative-config's num_speculative_tokens (0: off)
 
 
 @dataclass
@@ -137,6 +138,9 @@ class State:
             "requests": 0,
             "prefix_cache_queries": 0,  # prompt tokens looked up (vLLM counts tokens too)
             "prefix_cache_hits": 0,
+            "spec_decode_num_drafts": 0,  # with --speculative-config, as vLLM counts them
+            "spec_decode_num_draft_tokens": 0,
+            "spec_decode_num_accepted_tokens": 0,
         }
     )
 
@@ -408,10 +412,23 @@ async def stream(
         writer.write(sse_chunk({**base, "choices": [], "usage": usage}))
     writer.write(sse_chunk(b"[DONE]") + b"0\r\n\r\n")
     await writer.drain()
-    state.totals["prompt_tokens"] += n_prompt
-    state.totals["generation_tokens"] += n_out
+    count_generated(state, n_prompt, n_out)
     state.totals["request_success"] += 1
     return True
+
+
+def count_generated(state: State, n_prompt: int, n_out: int) -> None:
+    """Add one answered request to the counters. With speculation on, every step drafts
+    ``speculative_tokens`` and half of them are accepted (a fixed rate: the stand-in has no
+    model), so a step yields ``1 + k // 2`` tokens, as vLLM's counters would then read."""
+    state.totals["prompt_tokens"] += n_prompt
+    state.totals["generation_tokens"] += n_out
+    k = state.settings.speculative_tokens
+    if k:
+        steps = -(-n_out // (1 + k // 2))
+        state.totals["spec_decode_num_drafts"] += steps
+        state.totals["spec_decode_num_draft_tokens"] += steps * k
+        state.totals["spec_decode_num_accepted_tokens"] += steps * (k // 2)
 
 
 def full_response(
@@ -433,8 +450,7 @@ def full_response(
             n_words = len(prompt.split())
             choice["logprobs"] = {key: values[n_words:] for key, values in generated.items()}
         choice["text"] = text
-    state.totals["prompt_tokens"] += n_prompt
-    state.totals["generation_tokens"] += n_out
+    count_generated(state, n_prompt, n_out)
     return {
         "id": f"cmpl-{state.totals['requests']}",
         "object": "chat.completion" if chat else "text_completion",
@@ -554,6 +570,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
             + PRECISION_NOISE["kv_cache_dtype"].get(args.kv_cache_dtype or "", 0.0)
         ),
         lossy_speculation=args.lossy_speculation and args.speculative_config is not None,
+        speculative_tokens=int((args.speculative_config or {}).get("num_speculative_tokens", 0)),
     )
     return args, settings
 
