@@ -46,6 +46,11 @@ class ModelSpec(BaseModel):
         default_factory=dict,
         description="precision -> pre-quantized checkpoint (e.g. fp8: /ckpt/llama-fp8)",
     )
+    draft_path: str | None = Field(
+        default=None,
+        description="a smaller model with the same vocabulary (directory or hub id) for "
+        "draft-model speculative decoding: vLLM's speculative_config.model",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -58,7 +63,7 @@ class ModelSpec(BaseModel):
         elif (
             isinstance(data, dict)
             and "name" in data
-            and set(data) <= {"name", "path", "quantized_checkpoints"}
+            and set(data) <= {"name", "path", "quantized_checkpoints", "draft_path"}
         ):
             data = {**catalog_entry("models", data["name"]), **data}
         return data

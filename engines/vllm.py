@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -32,6 +33,7 @@ _NESTED = {
     "num_speculative_tokens": ("speculative_config", "num_speculative_tokens"),
     "prompt_lookup_max": ("speculative_config", "prompt_lookup_max"),
     "prompt_lookup_min": ("speculative_config", "prompt_lookup_min"),
+    "draft_tensor_parallel_size": ("speculative_config", "draft_tensor_parallel_size"),
 }
 # What vLLM resolves a None default to (config/vllm.py, entrypoints/cli/serve.py in 0.26.0):
 # servetune's configs hold the value that runs.
@@ -44,7 +46,7 @@ SIM_IGNORES = (
     "long_prefill_token_threshold", "max_cudagraph_capture_size", "cudagraph_mode",
     "attention_backend", "performance_mode", "api_server_count", "scheduling_policy",
     "kv_offloading_size", "speculative_method", "num_speculative_tokens", "prompt_lookup_max",
-    "prompt_lookup_min",
+    "prompt_lookup_min", "draft_tensor_parallel_size",
 )  # fmt: skip
 _CUDAGRAPH_MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
 _ATTENTION_BACKENDS = ("FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION")
@@ -77,19 +79,22 @@ def _present(table: OptionTable, name: str) -> bool:
 
 
 def _speculative(table: OptionTable) -> list[Param]:
-    """N-gram prompt lookup speculative decoding (``--speculative-config``), off by default:
-    ``speculative_method: {choices: [null, ngram]}`` searches it. vLLM requires
-    num_speculative_tokens and defaults both lookup windows to 5 when neither is set
-    (config/speculative.py); the ranges here are servetune's. Outputs are kept: n-gram drafts
+    """Speculative decoding (``--speculative-config``), off by default:
+    ``speculative_method: {choices: [null, ngram]}`` searches n-gram prompt lookup, and
+    ``draft_model`` a smaller model the spec names (``model.draft_path``: vLLM's
+    ``speculative_config.model``). vLLM requires num_speculative_tokens, defaults both n-gram
+    lookup windows to 5 when neither is set, and runs the draft at tensor parallelism 1 or the
+    target's (config/speculative.py); the ranges here are servetune's. Outputs are kept: drafts
     are verified by the target model (greedy agreement 1.0 is checked by the accuracy suite)."""
-    on = {"speculative_method": ("ngram",)}
+    drafting = {"speculative_method": ("ngram", "draft_model")}
+    ngram = {"speculative_method": ("ngram",)}
     return [
         _knob(
             "speculative_method",
             None,
-            "speculative decoding: ngram (prompt lookup, no draft model; real only: the sim "
-            "ignores it); None: off. With ngram, async_scheduling is left to vLLM, which turns "
-            "it off for CPU n-gram drafting",
+            "speculative decoding: ngram (prompt lookup, no draft model) or draft_model (needs "
+            "model.draft_path); real only: the sim ignores it; None: off. With either, "
+            "async_scheduling is left to vLLM, which turns it off for CPU n-gram drafting",
         ),
         Param(
             "num_speculative_tokens",
@@ -97,7 +102,7 @@ def _speculative(table: OptionTable) -> list[Param]:
             low=1,
             high=8,
             default=3,
-            when=on,
+            when=drafting,
             help="tokens drafted per step (speculative_config.num_speculative_tokens)",
         ),
         Param(
@@ -106,7 +111,7 @@ def _speculative(table: OptionTable) -> list[Param]:
             low=1,
             high=8,
             default=5,
-            when=on,
+            when=ngram,
             help="longest n-gram looked up in the prompt (vLLM default 5)",
         ),
         Param(
@@ -115,10 +120,57 @@ def _speculative(table: OptionTable) -> list[Param]:
             low=1,
             high=8,
             default=5,
-            when=on,
+            when=ngram,
             help="shortest n-gram looked up (<= prompt_lookup_max; vLLM default 5)",
         ),
+        Param(
+            "draft_tensor_parallel_size",
+            "categorical",
+            (1,),
+            default=1,
+            when={"speculative_method": ("draft_model",)},
+            help="the draft model's tensor parallelism: 1 or tensor_parallel_size "
+            "(speculative_config.draft_tensor_parallel_size)",
+        ),
     ]
+
+
+def _draft_rules(config: Config, ctx: RunContext) -> list[str]:
+    """What vLLM 0.26.0's SpeculativeConfig refuses for a draft model, checked before a server
+    starts: no draft named, a draft TP other than 1 or the target's, vocabularies that differ
+    (verify_equal_vocab_size_if_draft_model; read from the draft's config.json when it is a
+    local directory)."""
+    draft = ctx.model.draft_path
+    if not draft:
+        return ["speculative_method=draft_model needs model.draft_path (a smaller model with the "
+                "same vocabulary)"]  # fmt: skip
+    reasons = []
+    draft_tp, tp = (
+        int(config.get("draft_tensor_parallel_size", 1)),
+        int(config.get("tensor_parallel_size", 1)),
+    )
+    if draft_tp not in (1, tp):
+        reasons.append(
+            f"draft_tensor_parallel_size={draft_tp} must be 1 or tensor_parallel_size={tp}"
+        )
+    vocab = _local_vocab_size(draft)
+    if vocab is not None and vocab != ctx.model.vocab_size:
+        reasons.append(
+            f"model.draft_path {draft}: vocab_size {vocab} differs from the model's "
+            f"{ctx.model.vocab_size} (vLLM refuses a draft of another vocabulary)"
+        )
+    return reasons
+
+
+def _local_vocab_size(path: str) -> int | None:
+    """``vocab_size`` of a local model directory's config.json; None for a hub id or none."""
+    config = Path(path) / "config.json"
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    size = data.get("vocab_size") if isinstance(data, dict) else None
+    return size if isinstance(size, int) else None
 
 
 def _knobs(table: OptionTable) -> list[Param]:
@@ -206,6 +258,8 @@ def _knob_rules(config: Config, ctx: RunContext) -> list[str]:
     """What vLLM 0.26.0 refuses at start among the knobs (SchedulerConfig's and
     SpeculativeConfig's checks)."""
     reasons = []
+    if config.get("speculative_method") == "draft_model":
+        reasons += _draft_rules(config, ctx)
     if config.get("speculative_method") == "ngram":
         low, high = config.get("prompt_lookup_min", 5), config.get("prompt_lookup_max", 5)
         if low > high:
@@ -390,6 +444,9 @@ class VllmEngine(ServedEngine):
                     options[f"no-{dashed}"] = True
                 continue
             options[dashed] = value
+        speculative = nested.get("speculative_config")
+        if speculative and speculative.get("method") == "draft_model" and ctx.model.draft_path:
+            speculative["model"] = ctx.model.draft_path
         for option, values in nested.items():
             self.table.check_nested(option, values, f"vLLM option {option}")
             options[option.replace("_", "-")] = values

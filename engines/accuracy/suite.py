@@ -69,6 +69,12 @@ class AccuracySettings(BaseModel):
     prompt_words: int = Field(default=32, ge=4, le=1024)
     gen_tokens: int = Field(default=16, ge=1, le=512, description="reference continuation")
     lm_eval: LmEvalSettings | None = None
+    lossless: Literal["enforce", "report"] = Field(
+        default="enforce",
+        description="a lossless option (speculative decoding) that changes greedy outputs: "
+        "enforce fails the trial as lossy_output; report records how many continuations "
+        "matched and keeps the trial (for engines whose kernels differ in the last bit)",
+    )
 
     @field_validator("evalset")
     @classmethod

@@ -188,7 +188,7 @@ def _with_accuracy(
     )
     if changed:
         with CompletionsClient(server.base_url, model_id, _request_timeout(ctx)) as client:
-            kept = check_lossless(changed, client, reference)
+            kept = check_lossless(changed, client, reference, settings.lossless == "enforce")
         if kept:
             report = dataclasses.replace(report, record={**report.record, "lossless": kept})
     return report.apply(measured)

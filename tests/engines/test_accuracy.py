@@ -347,11 +347,14 @@ def test_accuracy_is_a_third_objective_end_to_end(tmp_path):
     assert all(value < 1.0 for value in by_noise.get(True, ()))
 
 
-@pytest.mark.parametrize("lossy", [False, True])
-def test_speculative_decoding_must_keep_the_references_greedy_outputs(tmp_path, lossy):
+@pytest.mark.parametrize(
+    ("lossy", "mode"), [(False, "enforce"), (True, "enforce"), (True, "report")]
+)
+def test_speculative_decoding_must_keep_the_references_greedy_outputs(tmp_path, lossy, mode):
     """n-gram speculation at the reference's precision: its greedy continuations must be the
     reference's text for text; a drafter that changes them (the stand-in's --lossy-speculation)
-    fails the trial as lossy_output instead of being ranked by speed."""
+    fails the trial as lossy_output instead of being ranked by speed, unless the study's
+    ``accuracy.lossless`` is ``report``: then the trial stands and says how many matched."""
     from tuner.spec import load_spec, parse_spec
     from tuner.study.loop import fail_reason, run_study
 
@@ -377,6 +380,7 @@ def test_speculative_decoding_must_keep_the_references_greedy_outputs(tmp_path, 
         "prompt_lookup_min": {"value": 2},
     }
     data.update(sampler="grid", budget={"trials": 2, "trial_timeout_s": 60}, baseline=False)
+    data["accuracy"]["lossless"] = mode
     data["options"] = {
         **spec.options,
         "server_command": STANDIN_COMMAND,
@@ -390,12 +394,17 @@ def test_speculative_decoding_must_keep_the_references_greedy_outputs(tmp_path, 
     assert len(ran) == 2 and set(trials) == {None, "ngram"}
     assert trials[None].state.name == "COMPLETE"
     speculative = trials["ngram"]
-    if lossy:
+    record = (speculative.user_attrs.get("result") or {}).get("measurement", {}).get("extra", {})
+    if lossy and mode == "report":
+        assert speculative.state.name == "COMPLETE"
+        assert record["accuracy"]["lossless"] == {
+            "options": ["speculative_method"], "continuations": 4, "identical": 0, "lossy": True,
+        }  # fmt: skip
+    elif lossy:
         assert speculative.state.name == "FAIL" and fail_reason(speculative) == "lossy_output"
         assert "0 of 4 continuations" in speculative.user_attrs["fail"]["detail"]
     else:
         assert speculative.state.name == "COMPLETE"
-        record = speculative.user_attrs["result"]["measurement"]["extra"]["accuracy"]
-        assert record["lossless"] == {
-            "options": ["speculative_method"], "continuations": 4, "identical": 4,
+        assert record["accuracy"]["lossless"] == {
+            "options": ["speculative_method"], "continuations": 4, "identical": 4, "lossy": False,
         }  # fmt: skip

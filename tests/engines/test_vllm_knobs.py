@@ -3,6 +3,7 @@ their real names only away from them, JSON-valued ones serialized as vLLM parses
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import yaml
@@ -157,3 +158,47 @@ def test_the_standin_accepts_and_records_the_new_knobs(make_ctx, standin_factory
     assert recorded["speculative-config"]["method"] == "ngram"
     assert recorded["compilation-config"] == {"cudagraph_mode": "PIECEWISE"}
     assert recorded["stream-interval"] == "8"
+
+
+def _draft(engine: VllmEngine, ctx, **changes) -> dict:
+    config = _ngram(engine, ctx, speculative_method="draft_model", draft_tensor_parallel_size=1)
+    return {k: v for k, v in {**config, **changes}.items() if not k.startswith("prompt_lookup")}
+
+
+def _with_draft(ctx, draft: str):
+    return dataclasses.replace(ctx, model=ctx.model.model_copy(update={"draft_path": draft}))
+
+
+def test_a_draft_model_the_spec_names_is_written_into_speculative_config(make_ctx, tmp_path):
+    engine = VllmEngine()
+    draft = tmp_path / "llama-3.2-1b"
+    draft.mkdir()
+    (draft / "config.json").write_text(json.dumps({"vocab_size": 128256}))
+    ctx = _with_draft(make_ctx(), str(draft))
+    config = _draft(engine, ctx)
+    assert engine.validate(config, ctx) == []
+    expected = {"method": "draft_model", "num_speculative_tokens": 4,
+                "draft_tensor_parallel_size": 1, "model": str(draft)}  # fmt: skip
+    argv = engine.serve_argv(config, ctx, "127.0.0.1", 8000)
+    assert json.loads(argv[argv.index("--speculative-config") + 1]) == expected
+    assert _exported(engine, config, ctx)["speculative-config"] == expected
+    space = {p.name: p for p in engine.space(ctx.model, ctx.hardware)}
+    assert space["draft_tensor_parallel_size"].when == {"speculative_method": ("draft_model",)}
+    assert "draft_model" in space["num_speculative_tokens"].when["speculative_method"]
+
+
+def test_draft_model_rules_mirror_vllms_speculative_config_checks(make_ctx, tmp_path):
+    engine, plain = VllmEngine(), make_ctx()
+    reasons = engine.validate(_draft(engine, plain), plain)
+    assert any("needs model.draft_path" in r for r in reasons)
+    other = tmp_path / "smollm2"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"vocab_size": 49152}))
+    ctx = _with_draft(plain, str(other))
+    reasons = engine.validate(_draft(engine, ctx, draft_tensor_parallel_size=2), ctx)
+    assert any(
+        "draft_tensor_parallel_size=2 must be 1 or tensor_parallel_size=1" in r for r in reasons
+    )
+    assert any("vocab_size 49152 differs from the model's 128256" in r for r in reasons)
+    hub = _with_draft(plain, "meta-llama/Llama-3.2-1B")  # not local: vLLM checks it at start
+    assert engine.validate(_draft(engine, hub), hub) == []
