@@ -31,6 +31,7 @@ from tuner.console import (
 )
 from tuner.interrupts import interrupt_on_termination
 from tuner.redaction import ScrubbingFilter, scrub
+from tuner.study.attrs import WORKER_ATTR
 from tuner.study.storage import redact
 
 app = typer.Typer(
@@ -236,7 +237,7 @@ def worker(
     mine = sum(
         1
         for t in study.get_trials(deepcopy=False)
-        if (t.user_attrs.get("worker") or {}).get("pid") == pid
+        if (t.user_attrs.get(WORKER_ATTR) or {}).get("pid") == pid
     )
     console.print(f"done: this worker measured {mine} trials")
 

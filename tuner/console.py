@@ -19,6 +19,7 @@ from engines.progress import progress_log
 from tuner.objectives import label
 from tuner.redaction import ScrubbingFilter
 from tuner.spec import StudySpec
+from tuner.study.attrs import SLOS_ATTR
 
 
 def poll_printer(console: Console):
@@ -186,7 +187,7 @@ def print_front(study, console: Console) -> None:
             keys,
         )
     console.print(table)
-    console.print(f"[dim]feasible: {feasibility_line(study.user_attrs.get('slos') or {})}[/]")
+    console.print(f"[dim]feasible: {feasibility_line(study.user_attrs.get(SLOS_ATTR) or {})}[/]")
     if front.records and front.records[0].estimated:
         console.print(
             "[dim]* winner; (xN): N configs with the same results. Numbers are "

@@ -17,6 +17,7 @@ from engines.base import ExportBundle
 from engines.errors import StudyError
 from tuner.analysis.results import study_front, trial_records
 from tuner.spec import StudySpec
+from tuner.study.attrs import FINALISTS_ATTR, REMEASURED_WINNER_ATTR, RESULT_ATTR, SPEC_HASH_ATTR
 from tuner.study.loop import make_context
 from tuner.study.storage import redact
 from tuner.versions import tool_versions
@@ -44,7 +45,7 @@ def export_trial(
                 f"study {study.study_name!r} has no feasible trial to export "
                 f"({len(front.records)} completed; loosen the SLOs or run more trials)"
             )
-        trial_number = study.user_attrs.get("remeasured_winner", front.winner)
+        trial_number = study.user_attrs.get(REMEASURED_WINNER_ATTR, front.winner)
     records = {r.number: r for r in trial_records(study)}
     record = records.get(trial_number)
     if record is None or record.state != "COMPLETE":
@@ -116,21 +117,24 @@ def _manifest(study, spec, record, bundle, front) -> dict:
         "model": spec.model.name,
         "hardware": {"gpu": spec.hardware.gpu, "count": spec.hardware.count},
         "workload": spec.workload.model_dump(mode="json"),
-        "spec_hash": study.user_attrs.get("spec_hash") or spec.spec_hash(),
+        "spec_hash": study.user_attrs.get(SPEC_HASH_ATTR) or spec.spec_hash(),
         "command": bundle.command,
         "full_command": shlex.join(bundle.full_command or bundle.command),
         "notes": bundle.notes,
         "uncertainty": _uncertainty(study, record),
-        "versions": {**tool_versions(), **(record.attrs.get("result") or {}).get("versions", {})},
+        "versions": {
+            **tool_versions(),
+            **(record.attrs.get(RESULT_ATTR) or {}).get("versions", {}),
+        },
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def _uncertainty(study, record) -> dict:
     """Confidence intervals and run counts behind the exported numbers (docs/trust.md)."""
-    measurement = (record.attrs.get("result") or {}).get("measurement") or {}
+    measurement = (record.attrs.get(RESULT_ATTR) or {}).get("measurement") or {}
     remeasured = next(
-        (f for f in study.user_attrs.get("finalists") or [] if f.get("trial") == record.number),
+        (f for f in study.user_attrs.get(FINALISTS_ATTR) or [] if f.get("trial") == record.number),
         None,
     )
     return {
@@ -140,5 +144,5 @@ def _uncertainty(study, record) -> dict:
         "per_run": (measurement.get("extra") or {}).get("runs"),
         "capacity": (measurement.get("extra") or {}).get("capacity"),
         "remeasured": remeasured,
-        "chosen_on_remeasurement": study.user_attrs.get("remeasured_winner") == record.number,
+        "chosen_on_remeasurement": study.user_attrs.get(REMEASURED_WINNER_ATTR) == record.number,
     }

@@ -29,6 +29,7 @@ from tuner.objectives import with_error_limit
 from tuner.plots import label, plot_pareto
 from tuner.redaction import redact_spec, scrub
 from tuner.spec import StudySpec
+from tuner.study.attrs import REMEASURED_WINNER_ATTR, SLOS_ATTR, SPEC_ATTR, VERSIONS_ATTR
 from tuner.study.loop import make_context
 
 
@@ -61,7 +62,7 @@ def report_data(study: optuna.Study, spec: StudySpec) -> ReportData:
         raise StudyError(f"study {study.study_name!r} has no trials yet")
     front = study_front(study)
     objectives = list(front.metrics)
-    winner = study.user_attrs.get("remeasured_winner", front.winner)
+    winner = study.user_attrs.get(REMEASURED_WINNER_ATTR, front.winner)
     baseline = next((r for r in records if r.baseline and r.state == "COMPLETE"), None)
     ratios = _ratios(records, baseline, objectives)
     data = ReportData(
@@ -69,7 +70,7 @@ def report_data(study: optuna.Study, spec: StudySpec) -> ReportData:
         estimated=any(r.estimated for r in records if r.state == "COMPLETE"),
         spec_yaml=_spec_yaml(study),
         objectives=objectives,
-        slos=with_error_limit(study.user_attrs.get("slos") or {}),
+        slos=with_error_limit(study.user_attrs.get(SLOS_ATTR) or {}),
         front=front,
         rows=[_row(r, front, winner, objectives) for r in records],
         baseline=baseline.number if baseline else None,
@@ -79,7 +80,7 @@ def report_data(study: optuna.Study, spec: StudySpec) -> ReportData:
             Counter(r.reason or r.state.lower() for r in records if r.state != "COMPLETE")
         ),
         counts=dict(Counter(r.state for r in records)),
-        versions=dict(study.user_attrs.get("versions") or {}),
+        versions=dict(study.user_attrs.get(VERSIONS_ATTR) or {}),
     )
     if winner is None:
         return data
@@ -99,7 +100,7 @@ def _with_winner(data: ReportData, config: dict, command: str, files: dict) -> R
 
 def _spec_yaml(study: optuna.Study) -> str:
     """The stored spec (the study keeps it without its storage URL), passwords redacted."""
-    spec = redact_spec(study.user_attrs.get("spec") or {})  # studies stored before redaction
+    spec = redact_spec(study.user_attrs.get(SPEC_ATTR) or {})  # studies stored before redaction
     return scrub(yaml.safe_dump(spec, sort_keys=False))
 
 

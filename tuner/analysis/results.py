@@ -19,6 +19,7 @@ from engines.errors import StudyError
 from engines.space import tidy_config
 from tuner.analysis.pareto import hypervolume, pareto_mask, pick_winner, reference_point
 from tuner.objectives import DIRECTIONS, constraint_values, with_error_limit
+from tuner.study.attrs import LOAD_ATTR, OBJECTIVES_ATTR, SLOS_ATTR, SPEC_ATTR
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "trial": r.number,
             "state": r.state,
             "engine": r.engine,
-            "load": r.attrs.get("load"),
+            "load": r.attrs.get(LOAD_ATTR),
             "precision": r.precision,
             "gpus": r.gpus,
             "feasible": r.feasible,
@@ -163,8 +164,8 @@ def study_front(
     slos: Mapping[str, float] | None = None,
 ) -> FrontResult:
     """The front of a stored study by its own objectives, SLOs and winner policy."""
-    spec = study.user_attrs.get("spec", {})
-    objectives = metrics or study.user_attrs.get("objectives") or ["output_tokens_per_s"]
+    spec = study.user_attrs.get(SPEC_ATTR, {})
+    objectives = metrics or study.user_attrs.get(OBJECTIVES_ATTR) or ["output_tokens_per_s"]
     winner = spec.get("winner", {}) if isinstance(spec, dict) else {}
     records = trial_records(study)
     if not records:
@@ -172,7 +173,7 @@ def study_front(
     return pareto_front(
         records,
         objectives,
-        slos if slos is not None else with_error_limit(study.user_attrs.get("slos") or {}),
+        slos if slos is not None else with_error_limit(study.user_attrs.get(SLOS_ATTR) or {}),
         winner.get("metric") or objectives[0],
         winner.get("tie_break"),
         winner.get("tolerance", 0.01),

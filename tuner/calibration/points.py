@@ -31,6 +31,7 @@ import yaml
 
 from engines import RunContext
 from engines.errors import SpecError, StudyError
+from tuner.study.attrs import RESULT_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ def _study_points(study, spec, refs: Sequence[Reference], protocol: Protocol | N
             continue
         # a sweep's trial ran at its own load level: replay that one
         ctx = make_context(spec, record.number, load=record.attrs.get(LOAD_PARAM))
-        measurement = (record.attrs.get("result") or {}).get("measurement") or {}
+        measurement = (record.attrs.get(RESULT_ATTR) or {}).get("measurement") or {}
         argv = (measurement.get("extra") or {}).get("server_argv") or []
         bench = next((r.bench for r in refs if r.matches(argv, record.metrics)), None)
         source, set_aside = bench or record.metrics, {}

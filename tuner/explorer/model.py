@@ -19,6 +19,7 @@ from tuner.objectives import DIRECTIONS
 from tuner.plots import label, plot_pareto, plot_pareto_3d
 from tuner.plots._style import fmt, interval
 from tuner.spec import StudySpec, parse_spec
+from tuner.study.attrs import OBJECTIVES_ATTR, RESULT_ATTR, SLOS_ATTR, SPEC_ATTR
 from tuner.study.storage import open_storage, redact
 
 SLIDER_METRICS = ("ttft_p99_ms", "tpot_p99_ms", "accuracy")
@@ -38,7 +39,7 @@ def _load(storage: str, name: str | None) -> optuna.Study:
 
 
 def _spec_of(study: optuna.Study, storage: str | None) -> StudySpec | None:
-    data = study.user_attrs.get("spec")
+    data = study.user_attrs.get(SPEC_ATTR)
     if not data:
         return None
     try:
@@ -106,9 +107,9 @@ class ExplorerModel:
         except Exception as exc:  # a broken storage URL must still give a message, not a trace
             self.error = f"cannot load the study: {type(exc).__name__}: {exc}"
         attrs = self.study.user_attrs if self.study else {}
-        self.objectives: list[str] = list(attrs.get("objectives") or DEFAULT_AXES)
-        self.slos: dict[str, float] = dict(attrs.get("slos") or {})
-        winner = (attrs.get("spec") or {}).get("winner") or {}
+        self.objectives: list[str] = list(attrs.get(OBJECTIVES_ATTR) or DEFAULT_AXES)
+        self.slos: dict[str, float] = dict(attrs.get(SLOS_ATTR) or {})
+        winner = (attrs.get(SPEC_ATTR) or {}).get("winner") or {}
         self.winner_metric: str = winner.get("metric") or self.objectives[0]
         self.tie_break: str | None = winner.get("tie_break")
         self.tolerance: float = winner.get("tolerance", 0.01)
@@ -308,7 +309,9 @@ class ExplorerModel:
             for m in r.metrics
             if m in DIRECTIONS and (found := interval(r, m))
         ]
-        runs = ((r.attrs.get("result") or {}).get("measurement") or {}).get("extra", {}).get("runs")
+        runs = (
+            ((r.attrs.get(RESULT_ATTR) or {}).get("measurement") or {}).get("extra", {}).get("runs")
+        )
         for k, run in enumerate(runs or [], start=1):
             shown = [m for m in ("output_tokens_per_s", "ttft_p99_ms", "tpot_p99_ms") if m in run]
             rows.append((f"run {k}", ", ".join(f"{label(m)} {fmt(run[m])}" for m in shown)))

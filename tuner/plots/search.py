@@ -29,6 +29,7 @@ from tuner.plots._style import (
     metric_value,
     titled,
 )
+from tuner.study.attrs import ENGINE_ATTR, METRICS_ATTR
 
 
 def _column(records: Records, param: str) -> dict[str, Any]:
@@ -124,8 +125,8 @@ def param_importances(
     source = [
         t
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if math.isfinite(float(t.user_attrs.get("metrics", {}).get(metric, math.nan)))
-        and (engine is None or t.user_attrs.get("engine") == engine)
+        if math.isfinite(float(t.user_attrs.get(METRICS_ATTR, {}).get(metric, math.nan)))
+        and (engine is None or t.user_attrs.get(ENGINE_ATTR) == engine)
     ]
     if len(source) < 3:
         raise StudyError(
@@ -138,7 +139,7 @@ def param_importances(
             optuna.trial.create_trial(
                 params=t.params,
                 distributions=t.distributions,
-                value=float(t.user_attrs["metrics"][metric]),
+                value=float(t.user_attrs[METRICS_ATTR][metric]),
             )
             for t in source
         ]

@@ -34,6 +34,7 @@ from tuner.analysis.pareto import pareto_mask
 from tuner.analysis.results import TrialRecord, trial_records
 from tuner.objectives import DIRECTIONS, constraint_values
 from tuner.spec import StudySpec
+from tuner.study.attrs import FINALISTS_ATTR, REMEASURED_WINNER_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ def remeasure_study(
         spec.winner.tie_break,
     )
     outcome = FinalistsResult(results, chosen.trial if chosen else None, spec.winner_metric)
-    study.set_user_attr("finalists", [r.to_dict() for r in results])
+    study.set_user_attr(FINALISTS_ATTR, [r.to_dict() for r in results])
     if outcome.winner is not None:
-        study.set_user_attr("remeasured_winner", outcome.winner)
+        study.set_user_attr(REMEASURED_WINNER_ATTR, outcome.winner)
     return outcome

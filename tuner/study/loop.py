@@ -32,7 +32,23 @@ from engines.space import apply_overrides, named_config, space_defaults
 from tuner.objectives import constraint_values, request_slo
 from tuner.redaction import redact_spec
 from tuner.spec import StudySpec, parse_spec
-from tuner.study.attrs import FAIL_ATTR, fail_reason, fail_record  # noqa: F401 - re-exported
+from tuner.study.attrs import (  # noqa: F401 - re-exported
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    ENGINE_ATTR,
+    FAIL_ATTR,
+    METRICS_ATTR,
+    OBJECTIVES_ATTR,
+    RESULT_ATTR,
+    SLOS_ATTR,
+    SPEC_ATTR,
+    SPEC_HASH_ATTR,
+    STARTS_ENQUEUED_ATTR,
+    VERSIONS_ATTR,
+    WARM_START_ATTR,
+    fail_reason,
+    fail_record,
+)
 from tuner.study.liveness import OWNER_ATTR, fail_dead_owners, owner_record
 from tuner.study.mirror import can_mirror, in_memory_twin, persist_new
 from tuner.study.repeats import DRAWS as REPEAT_DRAWS
@@ -94,7 +110,7 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
     except KeyError:
         existing = None
     if existing is not None:
-        stored = existing.user_attrs.get("spec_hash")
+        stored = existing.user_attrs.get(SPEC_HASH_ATTR)
         if stored and stored != spec.spec_hash():
             raise StudyError(
                 f"study {spec.name!r} in {redact(spec.storage_url)} was made from a different spec "
@@ -110,12 +126,12 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
         directions=directions,
         load_if_exists=True,
     )
-    study.set_user_attr("spec", redact_spec(spec.model_dump(mode="json", exclude={"storage"})))
-    study.set_user_attr("spec_hash", spec.spec_hash())
-    study.set_user_attr("objectives", [o.metric for o in spec.objectives])
+    study.set_user_attr(SPEC_ATTR, redact_spec(spec.model_dump(mode="json", exclude={"storage"})))
+    study.set_user_attr(SPEC_HASH_ATTR, spec.spec_hash())
+    study.set_user_attr(OBJECTIVES_ATTR, [o.metric for o in spec.objectives])
     study.set_metric_names([o.metric for o in spec.objectives])  # optuna-dashboard's axis titles
-    study.set_user_attr("slos", spec.feasibility_slos)
-    study.set_user_attr("versions", tool_versions())
+    study.set_user_attr(SLOS_ATTR, spec.feasibility_slos)
+    study.set_user_attr(VERSIONS_ATTR, tool_versions())
     return study
 
 
@@ -128,7 +144,7 @@ def load_study(name: str, storage: str) -> tuple[optuna.Study, StudySpec]:
         study = optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:
         raise StudyError(f"no study named {name!r} in {redact(storage)}") from None
-    data = study.user_attrs.get("spec")
+    data = study.user_attrs.get(SPEC_ATTR)
     if not data:
         raise StudyError(f"study {name!r} was not made by servetune (no spec attached)")
     return study, parse_spec({**data, "storage": storage}, f"study {name}")
@@ -297,28 +313,23 @@ def run_study(
     study = in_memory_twin(persistent) if mirrored else persistent
     stored = len(study.trials)
     _enqueue_starts(study, spec, engines, spaces)
-    deadline = time.monotonic() + spec.budget.minutes * 60 if spec.budget.minutes else math.inf
-    total = spec.budget.trials
+
+    def persist() -> None:
+        nonlocal stored
+        if mirrored:
+            stored = persist_new(study, persistent, stored)
+
     try:
         accuracy_reference(study, spec, engines, spaces)  # before any trial: fails early
-        rejected_in_a_row = 0
-        while (total is None or counted_trials(study) < total) and time.monotonic() < deadline:
-            if search_exhausted(study):  # this run told the grid's last trial, or an earlier one
-                log.info("every config the search can offer was measured; stopping")
-                break
-            outcome = run_one_trial(study, spec, engines, spaces)
-            if mirrored:
-                stored = persist_new(study, persistent, stored)
-            if progress:
-                progress(outcome, counted_trials(study), total)
-            rejected_in_a_row = rejected_in_a_row + 1 if outcome.rejected else 0
-            if rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
-                log.warning(
-                    "%d suggestions in a row were rejected before running; stopping "
-                    "(is the search space mostly invalid for this model and GPU?)",
-                    rejected_in_a_row,
-                )
-                break
+        trial_loop(
+            study,
+            spec,
+            LoopHooks(
+                run_trial=lambda: run_one_trial(study, spec, engines, spaces),
+                after_trial=persist,
+            ),
+            progress,
+        )
     finally:
         if mirrored:  # the trial an interrupt ended (FAIL "interrupted") is kept too
             persist_new(study, persistent, stored)
@@ -327,6 +338,63 @@ def run_study(
         for engine in engines.values():
             engine.close()
     return persistent
+
+
+@dataclass
+class LoopHooks:
+    """What differs between one process running a study and a worker sharing one: how a trial
+    is run (None: it was given up by another worker meanwhile), what is tidied before each
+    (a worker fails lost trials), how many trials count as done and how many run elsewhere
+    (``budget_used``; default: the counted trials, none elsewhere), what follows each trial (a
+    mirrored sim study persists it) and how to wait while the rest of the budget runs
+    elsewhere."""
+
+    run_trial: Callable[[], TrialOutcome | None]
+    before_trial: Callable[[], None] = lambda: None
+    budget_used: Callable[[], tuple[int, int]] | None = None
+    after_trial: Callable[[], None] = lambda: None
+    wait: Callable[[], None] = lambda: None
+
+
+def trial_loop(
+    study: optuna.Study,
+    spec: StudySpec,
+    hooks: LoopHooks,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """The one loop of ``run_study`` and ``run_worker``: trials until the budget (trials or
+    minutes) is used, the search is exhausted, or too many suggestions in a row were rejected
+    before running (a space mostly invalid for the model and GPU)."""
+    deadline = time.monotonic() + spec.budget.minutes * 60 if spec.budget.minutes else math.inf
+    total = spec.budget.trials
+    used = hooks.budget_used or (lambda: (counted_trials(study), 0))
+    rejected_in_a_row = 0
+    while time.monotonic() < deadline:
+        hooks.before_trial()
+        done, elsewhere = used()
+        if total is not None and done >= total:
+            break
+        if search_exhausted(study):  # this run (or a worker) told the grid's last trial
+            log.info("every config the search can offer was measured; stopping")
+            break
+        if total is not None and done + elsewhere >= total:
+            hooks.wait()  # the rest of the budget is running in other workers
+            continue
+        outcome = hooks.run_trial()
+        hooks.after_trial()
+        if outcome is None:
+            continue
+        if progress:
+            progress(outcome, counted_trials(study), total)
+        rejected_in_a_row = rejected_in_a_row + 1 if outcome.rejected else 0
+        if rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
+            log.warning(
+                "%d suggestions in a row were rejected before running; stopping "
+                "(is the search space mostly invalid for this model and GPU?): %s",
+                rejected_in_a_row,
+                outcome.reason,
+            )
+            break
 
 
 def short_config(config: dict[str, Any], space: list) -> str:
@@ -360,7 +428,7 @@ def run_one_trial(
     except Exception as exc:  # noqa: BLE001 - the study outlives any one trial's bug
         log.exception("trial %d failed unexpectedly", trial.number)
         _fail_unless_told(study, trial, "error", f"{type(exc).__name__}: {exc}")
-        engine = trial.user_attrs.get("engine", "?")
+        engine = trial.user_attrs.get(ENGINE_ATTR, "?")
         return TrialOutcome(
             trial.number,
             engine,
@@ -368,7 +436,7 @@ def run_one_trial(
             None,
             False,
             f"error: {exc}",
-            trial.user_attrs.get("config", {}),
+            trial.user_attrs.get(CONFIG_ATTR, {}),
         )
 
 
@@ -392,8 +460,8 @@ def _run_asked(
         load = trial.suggest_categorical(LOAD_PARAM, list(spec.workload.sweep))
         trial.set_user_attr(LOAD_PARAM, load)
     ctx = make_context(spec, trial.number, accuracy_reference(study, spec, engines, spaces), load)
-    trial.set_user_attr("engine", engine_name)
-    trial.set_user_attr("config", config)
+    trial.set_user_attr(ENGINE_ATTR, engine_name)
+    trial.set_user_attr(CONFIG_ATTR, config)
     veto = pre_run_veto(
         study,
         spaces,
@@ -477,14 +545,14 @@ def _measure(
         _fail(study, trial, "error", f"{type(exc).__name__}: {exc}")
         return outcome("FAIL", reason=f"error: {exc}")
     metrics = measurement.metrics()
-    trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr(METRICS_ATTR, metrics)
     values = [metrics.get(o.metric, math.nan) for o in spec.objectives]
     constraints = constraint_values(metrics, spec.feasibility_slos)
     feasible = all(c <= 0 for c in constraints)
     stopped = (measurement.extra or {}).get("stopped")
     if stopped:  # a partial run: its values are not the config's, so the sampler gets none
         _set_constraints(trial, spec, [1.0] * len(spec.feasibility_slos))
-        trial.set_user_attr("result", _result(measurement, engine, constraints, False, started))
+        trial.set_user_attr(RESULT_ATTR, _result(measurement, engine, constraints, False, started))
         trial.set_user_attr(FAIL_ATTR, fail_record(OVERLOADED, str(stopped)))
         _tell(study, trial, state=TrialState.PRUNED)
         return outcome("PRUNED", reason=f"{OVERLOADED}: {stopped}")
@@ -498,7 +566,7 @@ def _measure(
         )
         return outcome("FAIL", reason="no_result")
     _set_constraints(trial, spec, constraints)
-    trial.set_user_attr("result", _result(measurement, engine, constraints, feasible, started))
+    trial.set_user_attr(RESULT_ATTR, _result(measurement, engine, constraints, feasible, started))
     _tell(study, trial, values)
     return outcome("COMPLETE", values, feasible)
 
@@ -567,13 +635,13 @@ def _enqueue_starts(
 ) -> None:
     """Queue the baseline (engine defaults, or the config the spec names) and warm-start
     configs, once per study."""
-    if study.user_attrs.get("starts_enqueued"):
+    if study.user_attrs.get(STARTS_ENQUEUED_ATTR):
         return
     many = len(engines) > 1
     for name, config in baseline_configs(spec, spaces).items():
         study.enqueue_trial(
             config_params(name, config, many, spaces[name]),
-            user_attrs={"baseline": True},
+            user_attrs={BASELINE_ATTR: True},
             skip_if_exists=True,
         )
     if spec.warm_start:
@@ -583,7 +651,7 @@ def _enqueue_starts(
             if name in engines:
                 study.enqueue_trial(
                     config_params(name, config, many, spaces[name]),
-                    user_attrs={"warm_start": True},
+                    user_attrs={WARM_START_ATTR: True},
                     skip_if_exists=True,
                 )
-    study.set_user_attr("starts_enqueued", True)
+    study.set_user_attr(STARTS_ENQUEUED_ATTR, True)

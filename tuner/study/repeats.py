@@ -21,6 +21,7 @@ import optuna
 
 from engines.base import Param
 from engines.space import on_step
+from tuner.study.attrs import UNMEASURED_DRAW_ATTR
 from tuner.study.search import config_params
 from tuner.study.strategy import (
     MAX_DUPLICATES_IN_A_ROW,
@@ -57,7 +58,7 @@ def queue_unmeasured(
         params = config_params(engine, config, len(spaces) > 1, list(spaces[engine]))
         if load is not None:
             params["load"] = load
-        study.enqueue_trial(params, user_attrs={"unmeasured_draw": True})
+        study.enqueue_trial(params, user_attrs={UNMEASURED_DRAW_ATTR: True})
         log.info("the sampler kept re-proposing measured configs; queued an unmeasured one")
         return params
     return None

@@ -16,6 +16,14 @@ import optuna
 
 from engines.errors import SpecError, StudyError
 from tuner.spec import StudySpec
+from tuner.study.attrs import (
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    ENGINE_ATTR,
+    REPLAY_ATTR,
+    REPLAY_ENQUEUED_ATTR,
+    STARTS_ENQUEUED_ATTR,
+)
 from tuner.study.loop import LOAD_PARAM, build_engines, open_study, search_spaces
 from tuner.study.search import config_params
 
@@ -28,11 +36,13 @@ def trial_configs(study: optuna.Study, trials: Sequence[int]) -> list[EngineConf
     out = []
     for number in trials:
         trial = by_number.get(number)
-        if trial is None or "config" not in trial.user_attrs:
+        if trial is None or CONFIG_ATTR not in trial.user_attrs:
             raise SpecError(
                 f"--trials: study {study.study_name!r} has no trial {number} with a config"
             )
-        out.append((str(trial.user_attrs.get("engine", "vllm")), dict(trial.user_attrs["config"])))
+        out.append(
+            (str(trial.user_attrs.get(ENGINE_ATTR, "vllm")), dict(trial.user_attrs[CONFIG_ATTR]))
+        )
     return out
 
 
@@ -56,7 +66,7 @@ def enqueue_configs(
     engines = build_engines(spec)
     spaces = search_spaces(spec, engines)
     study = open_study(spec)
-    if study.user_attrs.get("replay_enqueued"):
+    if study.user_attrs.get(REPLAY_ENQUEUED_ATTR):
         return 0
     unknown = sorted({name for name, _ in configs} - set(engines))
     if unknown:
@@ -69,11 +79,11 @@ def enqueue_configs(
             params = base if load is None else {**base, LOAD_PARAM: load}
             marked = index == baseline and level == 0
             study.enqueue_trial(
-                params, user_attrs={"baseline": True} if marked else {"replay": True}
+                params, user_attrs={BASELINE_ATTR: True} if marked else {REPLAY_ATTR: True}
             )
             queued += 1
-    study.set_user_attr("replay_enqueued", True)
-    study.set_user_attr("starts_enqueued", True)  # the replayed configs are the starts
+    study.set_user_attr(REPLAY_ENQUEUED_ATTR, True)
+    study.set_user_attr(STARTS_ENQUEUED_ATTR, True)  # the replayed configs are the starts
     return queued
 
 
@@ -90,7 +100,7 @@ def replay_budget(spec: StudySpec) -> int | None:
         study, _ = load_study(spec.name, spec.storage_url)
     except StudyError:
         return None
-    if not study.user_attrs.get("replay_enqueued"):
+    if not study.user_attrs.get(REPLAY_ENQUEUED_ATTR):
         return None
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     return counted_trials(study) + len(waiting)

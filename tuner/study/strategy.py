@@ -30,7 +30,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from engines.base import Param
-from tuner.study.attrs import fail_reason
+from tuner.study.attrs import CONFIG_ATTR, ENGINE_ATTR, LOAD_ATTR, RESULT_ATTR, fail_reason
 from tuner.study.optuna_private import TPEHooks, asked_trials
 from tuner.study.search import ENGINE_PARAM, config_from_params
 
@@ -186,13 +186,13 @@ def duplicate_of(
     key = _key(engine, config)
     for t in study.get_trials(deepcopy=False):
         ran = t.state in (TrialState.COMPLETE, TrialState.FAIL) or (
-            t.state == TrialState.PRUNED and "result" in t.user_attrs
+            t.state == TrialState.PRUNED and RESULT_ATTR in t.user_attrs
         )
         if (
             ran
-            and t.user_attrs.get("engine") == engine
-            and t.user_attrs.get("load") == load
-            and _key(engine, t.user_attrs.get("config", {})) == key
+            and t.user_attrs.get(ENGINE_ATTR) == engine
+            and t.user_attrs.get(LOAD_ATTR) == load
+            and _key(engine, t.user_attrs.get(CONFIG_ATTR, {})) == key
         ):
             return t.number
     return None

@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from engines.base import Param
-from tuner.study.attrs import fail_reason
+from tuner.study.attrs import CONFIG_ATTR, ENGINE_ATTR, fail_reason
 
 # Run-time failures that follow from the config (learnable); others (port clash, interrupted,
 # worker lost, http errors) say nothing about the config and are ignored.
@@ -142,7 +142,7 @@ def study_history(study: optuna.Study) -> list[tuple[str, dict[str, Any], bool]]
     reason."""
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-        config, engine = t.user_attrs.get("config"), t.user_attrs.get("engine")
+        config, engine = t.user_attrs.get(CONFIG_ATTR), t.user_attrs.get(ENGINE_ATTR)
         if config is None or engine is None:
             continue
         reason = fail_reason(t)

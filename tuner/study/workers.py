@@ -42,7 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 from engines import Engine, EngineError, RunContext
 from engines.errors import StudyError
 from tuner.spec import StudySpec
-from tuner.study.attrs import FAIL_ATTR, fail_record
+from tuner.study.attrs import FAIL_ATTR, REQUEUED_FROM_ATTR, WORKER_ATTR, fail_record
 from tuner.study.liveness import fail_dead_owners
 from tuner.study.loop import (
     ProgressCallback,
@@ -52,7 +52,6 @@ from tuner.study.loop import (
     holds_budget,
     open_study,
     run_one_trial,
-    search_exhausted,
     search_spaces,
 )
 from tuner.study.optuna_private import (
@@ -165,7 +164,7 @@ def fail_lost_trials(study: optuna.Study, requeue: bool = False) -> list[int]:
     lost = []
     for stale in stale_trial_ids(study):
         trial = storage.get_trial(stale)
-        worker = trial.user_attrs.get("worker") or {}
+        worker = trial.user_attrs.get(WORKER_ATTR) or {}
         detail = (
             f"no heartbeat for over {grace}s from worker {worker.get('host', '?')} pid "
             f"{worker.get('pid', '?')}: killed, crashed or cut off"
@@ -176,7 +175,7 @@ def fail_lost_trials(study: optuna.Study, requeue: bool = False) -> list[int]:
         lost.append(trial.number)
         log.warning("trial %d lost its worker (%s)", trial.number, detail)
         if requeue and trial.params:
-            study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+            study.enqueue_trial(trial.params, user_attrs={REQUEUED_FROM_ATTR: trial.number})
     return lost
 
 
@@ -306,38 +305,26 @@ def run_worker(
     poll_s: float = 1.0,
 ) -> optuna.Study:
     """Work on the spec's shared study until its budget is used up (by all workers together)."""
-    from tuner.study.loop import MAX_CONSECUTIVE_REJECTIONS
+    from tuner.study.loop import LoopHooks, trial_loop
 
     engines = engines or build_engines(spec)
     spaces = search_spaces(spec, engines)
     study = open_worker_study(spec, heartbeat_s, grace_s, seed)
     _enqueue_starts(study, spec, engines, spaces)
-    total = spec.budget.trials
-    mine = {name: WorkerEngine(e, study, total, gpus) for name, e in engines.items()}
-    deadline = time.monotonic() + spec.budget.minutes * 60 if spec.budget.minutes else None
-    rejected = 0
+    mine = {name: WorkerEngine(e, study, spec.budget.trials, gpus) for name, e in engines.items()}
+
+    def tidy() -> None:
+        fail_lost_trials(study, requeue_lost)
+        fail_dead_owners(study)
+
+    hooks = LoopHooks(
+        run_trial=lambda: _one_trial(study, spec, mine, spaces),
+        before_trial=tidy,
+        budget_used=lambda: _done_and_running(study),
+        wait=lambda: time.sleep(min(poll_s, heartbeat_s)),
+    )
     try:
-        while deadline is None or time.monotonic() < deadline:
-            fail_lost_trials(study, requeue_lost)
-            fail_dead_owners(study)
-            if search_exhausted(study):  # this or another worker told the grid's last trial
-                log.info("every config of the grid was tried; stopping")
-                break
-            status = budget_status(study)
-            if total is not None and status.done >= total:
-                break
-            if total is not None and status.done + status.running >= total:
-                time.sleep(min(poll_s, heartbeat_s))  # the rest is running elsewhere
-                continue
-            outcome = _one_trial(study, spec, mine, spaces)
-            if outcome is None:
-                continue
-            if progress:
-                progress(outcome, counted_trials(study), total)
-            rejected = rejected + 1 if outcome.rejected else 0
-            if rejected >= MAX_CONSECUTIVE_REJECTIONS:
-                log.warning("stopping: %s", outcome.reason)
-                break
+        trial_loop(study, spec, hooks, progress)
     finally:
         for engine in engines.values():
             engine.close()
@@ -345,6 +332,11 @@ def run_worker(
         if isinstance(storage, HeartbeatStorage):
             storage.close()
     return study
+
+
+def _done_and_running(study: optuna.Study) -> tuple[int, int]:
+    status = budget_status(study)
+    return status.done, status.running
 
 
 def _one_trial(study, spec, engines, spaces):
