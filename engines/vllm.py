@@ -93,8 +93,9 @@ def _speculative(table: OptionTable) -> list[Param]:
             "speculative_method",
             None,
             "speculative decoding: ngram (prompt lookup, no draft model) or draft_model (needs "
-            "model.draft_path); real only: the sim ignores it; None: off. With either, "
-            "async_scheduling is left to vLLM, which turns it off for CPU n-gram drafting",
+            "model.draft_path); real only: the sim ignores it; None: off. With ngram, "
+            "async_scheduling is left to vLLM, which turns it off for CPU n-gram drafting "
+            "(0.26.0 and 0.33.0 refuse it forced on); a draft model keeps it",
         ),
         Param(
             "num_speculative_tokens",
@@ -193,7 +194,7 @@ def _knob_list() -> list[Param]:
             True,
             "overlap scheduling with the GPU step; 0.26.0 turns it on unless an option excludes it "
             "(False: --no-async-scheduling)",
-            when={"speculative_method": (None,)},
+            when={"speculative_method": (None, "draft_model")},
         ),
         _knob(
             "stream_interval",
@@ -254,9 +255,12 @@ def _knob_list() -> list[Param]:
     ]
 
 
-def _knob_rules(config: Config, ctx: RunContext) -> list[str]:
-    """What vLLM 0.26.0 refuses at start among the knobs (SchedulerConfig's and
-    SpeculativeConfig's checks)."""
+def _knob_rules(config: Config, ctx: RunContext, table: OptionTable) -> list[str]:
+    """What the targeted release refuses at start among the knobs, read from each release's
+    source (0.26.0 and 0.33.0 alike unless said): SpeculativeConfig's n-gram window and draft
+    checks (config/speculative.py), SchedulerConfig's threshold check (config/scheduler.py),
+    and 0.26.0's refusal of concurrent partial prefill (EngineArgs._check_feature_supported;
+    0.33.0 has no such option, so its table keeps it out of the space)."""
     reasons = []
     if config.get("speculative_method") == "draft_model":
         reasons += _draft_rules(config, ctx)
@@ -265,7 +269,9 @@ def _knob_rules(config: Config, ctx: RunContext) -> list[str]:
         if low > high:
             reasons.append(f"prompt_lookup_min={low} must be <= prompt_lookup_max={high}")
     partial = int(config.get("max_num_partial_prefills", 1))
-    if partial != 1:  # EngineArgs._check_feature_supported, before any model is loaded
+    if partial != 1 and table.has(
+        "--max-num-partial-prefills"
+    ):  # EngineArgs._check_feature_supported, before any model is loaded
         reasons.append(
             f"max_num_partial_prefills={partial}: vLLM refuses concurrent partial prefill "
             "(NotImplementedError at start); only 1 runs"
@@ -408,7 +414,7 @@ class VllmEngine(ServedEngine):
             ]
         if quant not in _WEIGHTS:
             return [f"quantization={quant!r} is not one servetune knows for vLLM"]
-        return _knob_rules(config, ctx)
+        return _knob_rules(config, ctx, self.table)
 
     def model_path(self, config: Config, ctx: RunContext) -> str:
         """The checkpoint to serve: pre-quantized for awq/gptq, else the model itself."""

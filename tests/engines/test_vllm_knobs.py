@@ -202,3 +202,39 @@ def test_draft_model_rules_mirror_vllms_speculative_config_checks(make_ctx, tmp_
     assert any("vocab_size 49152 differs from the model's 128256" in r for r in reasons)
     hub = _with_draft(plain, "meta-llama/Llama-3.2-1B")  # not local: vLLM checks it at start
     assert engine.validate(_draft(engine, hub), hub) == []
+
+
+def test_rules_follow_the_targeted_release(make_ctx, tmp_path):
+    """Each rule as the release's own source has it: 0.33.0 keeps the n-gram window and draft
+    checks, has no max_num_partial_prefills to refuse, and in both releases a draft model keeps
+    async scheduling (only CPU n-gram drafting turns it off)."""
+    draft = tmp_path / "draft"
+    draft.mkdir()
+    (draft / "config.json").write_text(json.dumps({"vocab_size": 128256}))
+    ctx = _with_draft(make_ctx(), str(draft))
+    for version in ("0.26.0", "0.33.0"):
+        engine = VllmEngine(version=version)
+        space = {p.name: p for p in engine.space(ctx.model, ctx.hardware)}
+        assert space["async_scheduling"].when == {"speculative_method": (None, "draft_model")}
+        bad = _ngram(engine, ctx, prompt_lookup_min=7)
+        assert any("prompt_lookup_min=7" in r for r in engine.validate(bad, ctx)), version
+        wide = _draft(engine, ctx, draft_tensor_parallel_size=4)
+        assert any("draft_tensor_parallel_size=4" in r for r in engine.validate(wide, ctx))
+    old, new = VllmEngine(version="0.26.0"), VllmEngine(version="0.33.0")
+    assert "max_num_partial_prefills" not in {p.name for p in new.space(ctx.model, ctx.hardware)}
+    partial = {**old.defaults(ctx.model, ctx.hardware), "max_num_partial_prefills": 4}
+    assert any("max_num_partial_prefills=4" in r for r in old.validate(partial, ctx))
+
+
+def test_the_standin_accepts_a_draft_model_config(make_ctx, standin_factory, tmp_path):
+    engine = VllmEngine()
+    draft = tmp_path / "draft"
+    draft.mkdir()
+    (draft / "config.json").write_text(json.dumps({"vocab_size": 128256}))
+    ctx = _with_draft(make_ctx(), str(draft))
+    argv = engine.serve_argv(_draft(engine, ctx), ctx, "127.0.0.1", 0)
+    server = standin_factory(*argv[argv.index("--host") + 4 :])
+    log = server.log_path.read_text()
+    recorded = json.loads(log.split("non-default args: ", 1)[1].splitlines()[0])
+    assert recorded["speculative-config"]["method"] == "draft_model"
+    assert recorded["speculative-config"]["model"] == str(draft)
