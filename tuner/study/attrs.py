@@ -31,6 +31,7 @@ REPLAY_ATTR = "replay"  # queued from another study's configs
 REQUEUED_FROM_ATTR = "requeued_from"  # a dead worker's trial queued again
 UNMEASURED_DRAW_ATTR = "unmeasured_draw"  # a repeat draw queued to be measured
 WORKER_ATTR = "worker"  # {host, pid, ...} of the worker that ran it
+OWNER_ATTR = "owner"  # the live process holding a RUNNING trial (tuner.study.liveness)
 # study attributes
 SPEC_ATTR = "spec"  # the spec, redacted, as the study was opened with it
 SPEC_HASH_ATTR = "spec_hash"
@@ -41,6 +42,8 @@ STARTS_ENQUEUED_ATTR = "starts_enqueued"  # baseline and warm starts queued once
 REPLAY_ENQUEUED_ATTR = "replay_enqueued"
 FINALISTS_ATTR = "finalists"  # the finalists' re-measurements
 REMEASURED_WINNER_ATTR = "remeasured_winner"  # the trial chosen on re-measurement
+ACCURACY_REFERENCE_ATTR = "accuracy_reference"  # the reference outputs, measured once
+SEARCH_EXHAUSTED = "search_exhausted"  # the sampler has no new config left
 DETAIL_CHARS = 2000  # a long engine log line is cut, not stored whole
 
 

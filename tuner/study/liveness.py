@@ -21,11 +21,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuner.study.attrs import FAIL_ATTR, fail_record
+from tuner.study.attrs import FAIL_ATTR, OWNER_ATTR, fail_record  # noqa: F401 - re-exported
 from tuner.study.optuna_private import finish_trial, id_of
 
 log = logging.getLogger(__name__)
-OWNER_ATTR = "owner"
 
 
 def owner_record(pid: int | None = None) -> dict[str, Any]:

@@ -33,13 +33,16 @@ from tuner.objectives import constraint_values, request_slo
 from tuner.redaction import redact_spec
 from tuner.spec import StudySpec, parse_spec
 from tuner.study.attrs import (  # noqa: F401 - re-exported
+    ACCURACY_REFERENCE_ATTR,
     BASELINE_ATTR,
     CONFIG_ATTR,
     ENGINE_ATTR,
     FAIL_ATTR,
     METRICS_ATTR,
     OBJECTIVES_ATTR,
+    OWNER_ATTR,
     RESULT_ATTR,
+    SEARCH_EXHAUSTED,
     SLOS_ATTR,
     SPEC_ATTR,
     SPEC_HASH_ATTR,
@@ -49,7 +52,7 @@ from tuner.study.attrs import (  # noqa: F401 - re-exported
     fail_reason,
     fail_record,
 )
-from tuner.study.liveness import OWNER_ATTR, fail_dead_owners, owner_record
+from tuner.study.liveness import fail_dead_owners, owner_record
 from tuner.study.mirror import can_mirror, in_memory_twin, persist_new
 from tuner.study.repeats import DRAWS as REPEAT_DRAWS
 from tuner.study.repeats import queue_unmeasured, stuck_on_repeats
@@ -180,9 +183,6 @@ def _accuracy_options(spec: StudySpec, reference: dict | None) -> dict[str, Any]
     if spec.accuracy is None:
         return {}
     return {"accuracy": spec.accuracy.model_dump(mode="json"), "accuracy_reference": reference}
-
-
-ACCURACY_REFERENCE_ATTR = "accuracy_reference"
 
 
 def accuracy_reference(
@@ -569,9 +569,6 @@ def _measure(
     trial.set_user_attr(RESULT_ATTR, _result(measurement, engine, constraints, feasible, started))
     _tell(study, trial, values)
     return outcome("COMPLETE", values, feasible)
-
-
-SEARCH_EXHAUSTED = "search_exhausted"  # study user attr: the sampler has no new config left
 
 
 def _tell(

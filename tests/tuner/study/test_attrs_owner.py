@@ -11,7 +11,11 @@ from pathlib import Path
 from tuner.study import attrs
 
 ROOT = Path(__file__).resolve().parents[3]
-OWNED = {value for name, value in vars(attrs).items() if name.endswith("_ATTR")}
+OWNED = {
+    value
+    for name, value in vars(attrs).items()
+    if name.endswith("_ATTR") or name == "SEARCH_EXHAUSTED"
+}
 
 
 def _is_attrs(node: ast.AST) -> bool:
