@@ -63,9 +63,13 @@ NOT_MEASURED = {
 }
 
 
+def extra_of(trial: FrozenTrial) -> dict[str, Any]:
+    """The measurement's ``extra`` record of a trial (runs, server argv, counters, accuracy)."""
+    return ((trial.user_attrs.get("result") or {}).get("measurement") or {}).get("extra") or {}
+
+
 def runs_of(trial: FrozenTrial) -> list[float]:
-    extra = ((trial.user_attrs.get("result") or {}).get("measurement") or {}).get("extra") or {}
-    return [float(r["output_tokens_per_s"]) for r in extra.get("runs") or []]
+    return [float(r["output_tokens_per_s"]) for r in extra_of(trial).get("runs") or []]
 
 
 def interval(values: list[float]) -> dict[str, float]:
@@ -116,7 +120,7 @@ def stretch_summary(trials: list[FrozenTrial]) -> dict[str, Any]:
             "ttft_p99_ms": mean_metric(rounds, "ttft_p99_ms"),
             "tpot_p99_ms": mean_metric(rounds, "tpot_p99_ms"),
             "effect": effect(runs, pooled),
-            "server_argv": rounds[0].user_attrs["result"]["measurement"]["extra"]["server_argv"],
+            "server_argv": extra_of(rounds[0])["server_argv"],
         }
     return {
         "gpu": trials[0].user_attrs.get("gpu"),
@@ -224,7 +228,7 @@ def group_by_stretch(trials: list[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
 def capacity_of(trial: FrozenTrial) -> dict[str, Any]:
     """One server's capacity search: the highest rate that met the SLO and the lowest that
     missed (the bracket), from the trial's stored measurement."""
-    extra = trial.user_attrs["result"]["measurement"]["extra"]
+    extra = extra_of(trial)
     found = extra["capacity"]
     return {
         "trial": trial.number,
@@ -291,8 +295,8 @@ def extraction_summary(db: Path) -> dict[str, Any]:
     server against the expert server measured closest to it in the stretch (robust to drift),
     and ``rank_test`` is the exact one-sided Mann-Whitney p of the finalist's servers against the
     expert's (every finalist server above every expert server: 1 / C(n + m, n))."""
-    name = yaml.safe_load(EXTRACTION_SPEC.read_text())["name"]  # its dataset is made on the GPU
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    study_name = yaml.safe_load(EXTRACTION_SPEC.read_text())["name"]  # dataset made on the GPU
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     stretch_name, trials = sorted(group_by_stretch(done).items())[-1]
     found = stretch_summary(trials)
@@ -328,21 +332,19 @@ def extraction_summary(db: Path) -> dict[str, Any]:
         "rank_test": {
             name: rank_p(k["tok_s_runs"], found["expert_tok_s_runs"])
             for name, k in finalists.items()
-        },  # fmt: skip
+        },
         "drift_guard": found["drift_guard"],
         "speculation": {
             name: {
-                **(t.user_attrs["result"]["measurement"]["extra"].get("server_metrics") or {}),
-                "lossless": (
-                    t.user_attrs["result"]["measurement"]["extra"].get("accuracy") or {}
-                ).get("lossless"),
+                **(extra_of(t).get("server_metrics") or {}),
+                "lossless": (extra_of(t).get("accuracy") or {}).get("lossless"),
             }
             for name, t in by_name.items()
             if (t.user_attrs.get("knob_options") or {}).get("speculative_method")
         },
         "token_agreement": {
             name: t.user_attrs["metrics"].get("token_agreement") for name, t in by_name.items()
-        },  # fmt: skip
+        },
         "knobs": {
             name: {k: v for k, v in knob.items() if k != "server_argv"}
             for name, knob in found["knobs"].items()

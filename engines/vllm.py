@@ -136,20 +136,23 @@ def _speculative(table: OptionTable) -> list[Param]:
     ]
 
 
+_NO_DRAFT = (
+    "speculative_method=draft_model needs model.draft_path (a smaller model with the same "
+    "vocabulary)"
+)
+
+
 def _draft_rules(config: Config, ctx: RunContext) -> list[str]:
-    """What vLLM 0.26.0's SpeculativeConfig refuses for a draft model, checked before a server
+    """What vLLM's SpeculativeConfig (0.26.0, 0.33.0) refuses for a draft model, checked before a server
     starts: no draft named, a draft TP other than 1 or the target's, vocabularies that differ
     (verify_equal_vocab_size_if_draft_model; read from the draft's config.json when it is a
     local directory)."""
     draft = ctx.model.draft_path
     if not draft:
-        return ["speculative_method=draft_model needs model.draft_path (a smaller model with the "
-                "same vocabulary)"]  # fmt: skip
+        return [_NO_DRAFT]
     reasons = []
-    draft_tp, tp = (
-        int(config.get("draft_tensor_parallel_size", 1)),
-        int(config.get("tensor_parallel_size", 1)),
-    )
+    draft_tp = int(config.get("draft_tensor_parallel_size", 1))
+    tp = int(config.get("tensor_parallel_size", 1))
     if draft_tp not in (1, tp):
         reasons.append(
             f"draft_tensor_parallel_size={draft_tp} must be 1 or tensor_parallel_size={tp}"

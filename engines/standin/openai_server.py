@@ -419,7 +419,7 @@ async def stream(
 
 def count_generated(state: State, n_prompt: int, n_out: int) -> None:
     """Add one answered request to the counters. With speculation on, every step drafts
-    ``speculative_tokens`` and half of them are accepted (a fixed rate: the stand-in has no
+    ``k = speculative_tokens`` and accepts ``k // 2`` of them (a fixed rate: the stand-in has no
     model), so a step yields ``1 + k // 2`` tokens, as vLLM's counters would then read."""
     state.totals["prompt_tokens"] += n_prompt
     state.totals["generation_tokens"] += n_out
