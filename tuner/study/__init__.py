@@ -16,7 +16,22 @@ the analysis back again: no import cycle through this package.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and editors
+    from tuner.study.finalists import FinalistsResult, remeasure_study
+    from tuner.study.loop import (
+        build_engines,
+        counted_trials,
+        fail_reason,
+        load_study,
+        open_study,
+        run_study,
+        search_exhausted,
+    )
+    from tuner.study.replay import enqueue_configs, parse_trials, trial_configs
+    from tuner.study.storage import open_storage, redact
+    from tuner.study.workers import budget_status, run_worker, run_workers
 
 _EXPORTS = {
     "FinalistsResult": "finalists",
@@ -38,7 +53,25 @@ _EXPORTS = {
     "run_workers": "workers",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "FinalistsResult",
+    "budget_status",
+    "build_engines",
+    "counted_trials",
+    "enqueue_configs",
+    "fail_reason",
+    "load_study",
+    "open_storage",
+    "open_study",
+    "parse_trials",
+    "redact",
+    "remeasure_study",
+    "run_study",
+    "run_worker",
+    "run_workers",
+    "search_exhausted",
+    "trial_configs",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -80,3 +80,20 @@ def test_the_scan_finds_each_form_of_a_literal_key():
 def test_the_keys_are_distinct():
     names = [name for name in vars(attrs) if name.endswith("_ATTR")]
     assert len({getattr(attrs, name) for name in names}) == len(names)
+
+
+def test_the_study_package_resolves_every_name_it_lists():
+    """tuner.study loads its names on first use: each one it lists resolves, from the module
+    the map names, and an unknown one is an AttributeError, not a silent None."""
+    from importlib import import_module
+
+    import pytest
+
+    import tuner.study as study
+
+    assert sorted(study.__all__) == sorted(study._EXPORTS)
+    for name in study.__all__:
+        home = import_module(f"tuner.study.{study._EXPORTS[name]}")
+        assert getattr(study, name) is getattr(home, name), name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        study.nope  # noqa: B018
