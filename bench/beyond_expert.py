@@ -195,14 +195,7 @@ def summary(db: Path) -> dict[str, Any]:
         "stretch": guarded[-1] if guarded else None,
         "real_trials": len(done),
         "throughput": {
-            "expert_tok_s": expert["mean"],
-            "best_tok_s": best["tok_s"]["mean"],
-            "ratio": best["tok_s"]["mean"] / expert["mean"],
-            "ttft_p99_ratio": best["ttft_p99_ms"] / main["expert_ttft_p99_ms"],
-            "ci_expert": [expert["low"], expert["high"]],
-            "ci_best": [best["tok_s"]["low"], best["tok_s"]["high"]],
-            "outside_noise": winner == best_name,
-            "winner_outside_noise": winner,
+            **comparison(main, best, best_name, winner),
             "note": f"same H200, same stretch: the expert's {expert['runs']} runs on "
             f"{main['expert_servers']} servers pooled; the best knob's {best['tok_s']['runs']} "
             f"runs on {best['servers']} server(s), interleaved with the expert's; the winner is "
@@ -214,6 +207,24 @@ def summary(db: Path) -> dict[str, Any]:
         "knobs": knob_table(found, main),
         "best_config": {"knob": best_name, "options": best["options"], "over": "the expert"},
         "stretches": found,
+    }
+
+
+def comparison(
+    stretch: dict[str, Any], best: dict[str, Any], best_name: str, winner: str
+) -> dict[str, Any]:
+    """The best knob against the stretch's pooled expert: means, ratios, intervals, and whether
+    the product's outside-noise rule chose it."""
+    expert = stretch["expert_pooled"]
+    return {
+        "expert_tok_s": expert["mean"],
+        "best_tok_s": best["tok_s"]["mean"],
+        "ratio": best["tok_s"]["mean"] / expert["mean"],
+        "ttft_p99_ratio": best["ttft_p99_ms"] / stretch["expert_ttft_p99_ms"],
+        "ci_expert": [expert["low"], expert["high"]],
+        "ci_best": [best["tok_s"]["low"], best["tok_s"]["high"]],
+        "outside_noise": winner == best_name,
+        "winner_outside_noise": winner,
     }
 
 
@@ -316,15 +327,8 @@ def extraction_summary(db: Path) -> dict[str, Any]:
         "gpu": found["gpu"],
         "same_machine": found["same_gpu"],
         "real_trials": len(done),
-        "expert_tok_s": expert["mean"],
         "best": best_name,
-        "best_tok_s": best["tok_s"]["mean"],
-        "ratio": best["tok_s"]["mean"] / expert["mean"],
-        "ttft_p99_ratio": best["ttft_p99_ms"] / found["expert_ttft_p99_ms"],
-        "ci_expert": [expert["low"], expert["high"]],
-        "ci_best": [best["tok_s"]["low"], best["tok_s"]["high"]],
-        "outside_noise": winner == best_name,
-        "winner_outside_noise": winner,
+        **comparison(found, best, best_name, winner),
         "paired_ratios": {
             name: paired_ratios(finalist["trials"], experts, study)
             for name, finalist in finalists.items()
