@@ -22,6 +22,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 from outputs import results_path
+from real.knob_screen import measurement_extra as extra_of  # the screen wrote these trials
 from scipy import stats
 
 from engines.uncertainty import mean_interval
@@ -61,11 +62,6 @@ NOT_MEASURED = {
     "speculative_config (n-gram)": "meaningless with dummy weights (random outputs never repeat "
     "the prompt): issue 27's third workload, a real small model, is where it belongs",
 }
-
-
-def extra_of(trial: FrozenTrial) -> dict[str, Any]:
-    """The measurement's ``extra`` record of a trial (runs, server argv, counters, accuracy)."""
-    return ((trial.user_attrs.get("result") or {}).get("measurement") or {}).get("extra") or {}
 
 
 def runs_of(trial: FrozenTrial) -> list[float]:

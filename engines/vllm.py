@@ -143,10 +143,10 @@ _NO_DRAFT = (
 
 
 def _draft_rules(config: Config, ctx: RunContext) -> list[str]:
-    """What vLLM's SpeculativeConfig (0.26.0, 0.33.0) refuses for a draft model, checked before a server
-    starts: no draft named, a draft TP other than 1 or the target's, vocabularies that differ
-    (verify_equal_vocab_size_if_draft_model; read from the draft's config.json when it is a
-    local directory)."""
+    """What vLLM's SpeculativeConfig (0.26.0, 0.33.0) refuses for a draft model, checked before
+    a server starts: no draft named, a draft TP other than 1 or the target's, vocabularies that
+    differ (verify_equal_vocab_size_if_draft_model; read from the draft's config.json when it is
+    a local directory)."""
     draft = ctx.model.draft_path
     if not draft:
         return [_NO_DRAFT]
@@ -272,9 +272,8 @@ def _knob_rules(config: Config, ctx: RunContext, table: OptionTable) -> list[str
         if low > high:
             reasons.append(f"prompt_lookup_min={low} must be <= prompt_lookup_max={high}")
     partial = int(config.get("max_num_partial_prefills", 1))
-    if partial != 1 and table.has(
-        "--max-num-partial-prefills"
-    ):  # EngineArgs._check_feature_supported, before any model is loaded
+    refuses_partial = table.has("--max-num-partial-prefills")  # 0.33.0 has no such option
+    if partial != 1 and refuses_partial:  # EngineArgs._check_feature_supported, before loading
         reasons.append(
             f"max_num_partial_prefills={partial}: vLLM refuses concurrent partial prefill "
             "(NotImplementedError at start); only 1 runs"

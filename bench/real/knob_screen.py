@@ -278,10 +278,15 @@ class Screen:
         )
 
 
+def measurement_extra(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The trial's measurement ``extra`` record (runs, server argv, counters, capacity)."""
+    measurement = (trial.user_attrs.get("result") or {}).get("measurement") or {}
+    return measurement.get("extra") or {}
+
+
 def _server_line(trial: optuna.trial.FrozenTrial) -> str:
     """The server's own counters of the trial, briefly: prefix-cache hits, n-gram acceptance."""
-    measurement = (trial.user_attrs.get("result") or {}).get("measurement") or {}
-    counted = (measurement.get("extra") or {}).get("server_metrics") or {}
+    counted = measurement_extra(trial).get("server_metrics") or {}
     keys = ("prefix_cache_hit_rate", "spec_acceptance_rate", "spec_mean_acceptance_length")
     return " ".join(f"{k}={counted[k]:.3f}" for k in keys if k in counted) or "-"
 
@@ -290,8 +295,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """Every trial: name, options, state, server argv, per-run and pooled numbers, GPU."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        measurement = (t.user_attrs.get("result") or {}).get("measurement") or {}
-        extra = measurement.get("extra") or {}
+        extra = measurement_extra(t)
         metrics = t.user_attrs.get("metrics") or {}
         rows.append(
             {
