@@ -62,6 +62,12 @@ _OOM_LINES = (
     "RuntimeError: Engine core initialization failed. See root cause above. "
     "Failed core proc(s): {'EngineCore': 1}\n"
 )
+# vLLM's refusal when the memory fraction leaves no room for KV-cache blocks after the weights
+_NO_KV_CACHE_LINE = (
+    "ValueError: No available memory for the cache blocks. Try increasing "
+    "`gpu_memory_utilization` when initializing the engine."
+)
+MIN_MEMORY_UTILIZATION = 0.2  # weights and activations of the stand-in: a fifth of the GPU
 log = logging.getLogger("standin")
 
 
@@ -578,6 +584,16 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
 _JSON_OPTIONS = ("speculative-config", "compilation-config")
 
 
+def _no_room_for_kv_cache(recorded: dict[str, Any]) -> bool:
+    """Whether ``--gpu-memory-utilization`` is below what the stand-in's weights take, so a
+    real server would refuse to start for want of KV-cache blocks."""
+    try:
+        fraction = float(recorded.get("gpu-memory-utilization", 1.0))
+    except (TypeError, ValueError):
+        return False
+    return fraction < MIN_MEMORY_UTILIZATION
+
+
 def _recorded(args: argparse.Namespace, unknown: list[str]) -> dict[str, Any]:
     """The vLLM options this stand-in was started with and does not act on (``--flag value``
     or a bare switch), plus the JSON ones parsed: logged at start as vLLM logs its
@@ -669,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings.fault == "oom_exit":
         time.sleep(0.2)
         print(_OOM_LINES, file=sys.stderr, end="", flush=True)
+        return 1
+    if _no_room_for_kv_cache(args.recorded):
+        print(_NO_KV_CACHE_LINE, file=sys.stderr, flush=True)
         return 1
     if args.spawn_child:
         import subprocess
