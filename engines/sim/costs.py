@@ -94,6 +94,7 @@ def build_costs(
     )
     stage_layers = model.num_layers / plan.pp
     eager = profile.step_overhead_eager_s + profile.eager_launch_s_per_layer * stage_layers
+    no_graphs = eager + profile.eager_step_s  # every step of an enforce_eager plan
     return StepCosts(
         linear_flops_per_token=2.0 * model.active_params,
         attn_flops_per_position=4.0 * model.num_layers * model.num_attention_heads * model.head_dim,
@@ -114,9 +115,13 @@ def build_costs(
         allreduce_bytes_per_s=gpu.interconnect_gbps * 1e9 * profile.allreduce_efficiency,
         allreduce_latency_s=profile.allreduce_latency_s,
         stage_transfer_s=profile.stage_transfer_latency_s,
-        overhead_graph_s=profile.step_overhead_graph_s if plan.cuda_graphs else eager,
-        overhead_eager_s=eager,
-        overhead_per_seq_s=profile.step_overhead_per_seq_s,
+        overhead_graph_s=profile.step_overhead_graph_s if plan.cuda_graphs else no_graphs,
+        overhead_eager_s=eager if plan.cuda_graphs else no_graphs,
+        # per sequence, every step: scheduling and sampling; without CUDA graphs the eager
+        # path's cost that grows with the batch; a dequantising KV-cache attention path's
+        overhead_per_seq_s=profile.step_overhead_per_seq_s
+        + (0.0 if plan.cuda_graphs else profile.eager_per_seq_s)
+        + profile.kv_per_seq_s.get(plan.kv_dtype, 0.0),
     )
 
 

@@ -53,6 +53,22 @@ class EngineProfile:
     # and H200 runs: docs/calibration.md). 0 in the built-in profiles; `servetune calibrate`
     # fits it.
     admission_delay_s: float = 0.0
+    # The same delay's part per request already in flight: the fit at 256 clients (41 ms on the
+    # H100) overshot light loads, where the campaign's chat turns at 8 clients waited ~10 ms.
+    # 0 in the built-ins.
+    admission_delay_per_stream_s: float = 0.0
+    # Per sequence in every step of a plan without CUDA graphs (enforce_eager): the campaign's
+    # eager TPOT grew with the batch, 10 ms over graphs at 8 sequences and 17 ms at 48
+    # (docs/simulator.md), which one fixed per-step cost cannot follow. 0 in the built-ins.
+    eager_per_seq_s: float = 0.0
+    # Per step of a plan without CUDA graphs, on top of the eager launch cost that mixed steps
+    # of a graphed plan pay too: the unfused, uncompiled model's fixed cost (the same data's
+    # intercept). 0 in the built-ins.
+    eager_step_s: float = 0.0
+    # Per sequence in every step, by KV-cache dtype: the fixed cost of an attention path that
+    # dequantises the cache (scales, a second kernel), which is why an fp8 cache was no faster
+    # than bf16 at contexts under ~1k and faster only at long ones. 0 in the built-ins.
+    kv_per_seq_s: Mapping[str, float] = field(default_factory=dict)
 
 
 def strip_sources(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,13 +144,33 @@ def _digest(obj: Any) -> str:
 def profile_version(profile: str | None) -> str:
     """``name@hash`` of the constants a trial is costed with (all built-ins when ``None``)."""
     if profile is None:
-        return f"builtin@{_digest(_builtin())}"
+        builtin = {name: _without_neutral(c) for name, c in _builtin().items()}
+        return f"builtin@{_digest(builtin)}"
     return profile_label(load_profile(FALLBACK_ENGINE, profile))
+
+
+_ADDED_LATER = (
+    "admission_delay_s",
+    "admission_delay_per_stream_s",
+    "eager_per_seq_s",
+    "eager_step_s",
+    "kv_per_seq_s",
+)
+
+
+def _neutral(value: Any) -> bool:
+    """A constant that changes nothing: 0, or a per-dtype map of zeros."""
+    if isinstance(value, Mapping):
+        return not any(value.values())
+    return not value
 
 
 def profile_label(loaded: EngineProfile) -> str:
     """``name@hash`` of one loaded profile, stored with every simulated trial."""
-    constants = asdict(loaded)
-    if not constants["admission_delay_s"]:  # added later at a neutral 0: older labels stand
-        del constants["admission_delay_s"]
-    return f"{loaded.name}@{_digest(constants)}"
+    return f"{loaded.name}@{_digest(_without_neutral(asdict(loaded)))}"
+
+
+def _without_neutral(constants: Mapping[str, Any]) -> dict[str, Any]:
+    """``constants`` less those added later that are at their neutral 0, so the labels of
+    profiles made before they existed stand (stored trials, cached search grids)."""
+    return {k: v for k, v in constants.items() if not (k in _ADDED_LATER and _neutral(v))}

@@ -47,6 +47,7 @@ class SchedulerLimits:
     chunked_prefill: bool
     prefix_caching: bool
     admission_delay_s: float = 0.0  # arrival at the server -> first schedulable (see _send)
+    admission_delay_per_stream_s: float = 0.0  # more of it per request already in flight
 
 
 @dataclass(frozen=True)
@@ -109,13 +110,22 @@ class _Batcher:
         ``admission_delay_s`` later (HTTP, tokenization and the API server's queue, which under
         hundreds of streams is busy writing their tokens)."""
         self.start[i] = at
-        if self.lim.admission_delay_s > 0:
-            self.pending.append((at + self.lim.admission_delay_s, i))
+        delay = self._admission_delay()
+        if delay > 0:
+            # the API server hands requests on in order: none overtakes an earlier one
+            ready = max(at + delay, self.pending[-1][0] if self.pending else 0.0)
+            self.pending.append((ready, i))
         else:
             self.waiting.append(i)
         self.sent += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _admission_delay(self) -> float:
+        """Arrival -> schedulable for a request sent now: a fixed part (HTTP, tokenizing) and a
+        part per stream the API server is already serving (one Python process writes every
+        stream's tokens, so a request waits longer for its turn the more streams are open)."""
+        return self.lim.admission_delay_s + self.lim.admission_delay_per_stream_s * self.in_flight
 
     def _release(self) -> None:
         """Send every request that has arrived (open loop) or has a free slot (closed loop)."""
@@ -134,7 +144,7 @@ class _Batcher:
         ready = self.pending[0][0] if self.pending else np.inf
         if self.arrival is None or self.sent >= self.n or self.in_flight >= self.cap:
             return ready
-        return min(ready, float(self.arrival[self.sent]) + self.lim.admission_delay_s)
+        return min(ready, float(self.arrival[self.sent]) + self._admission_delay())
 
     # -- KV blocks and preemption ----------------------------------------------------------
     @property

@@ -85,6 +85,7 @@ def simulate_run(
         chunked_prefill=plan.chunked_prefill,
         prefix_caching=plan.prefix_caching,
         admission_delay_s=costs_profile.admission_delay_s,
+        admission_delay_per_stream_s=costs_profile.admission_delay_per_stream_s,
     )
     costs = build_costs(ctx.model, gpu, plan, costs_profile)
     result = simulate_schedule(requests, limits, partial(step_time, costs))

@@ -193,3 +193,53 @@ def test_unknown_engine_falls_back_to_the_vllm_profile() -> None:
 )
 def test_every_precision_gets_an_accuracy_estimate(changes: dict, low: float, high: float) -> None:
     assert low <= estimated_accuracy(make_plan(**changes)) <= high
+
+
+def _with(**constants: object):
+    return dataclasses.replace(VLLM, **constants)
+
+
+def _step(profile, plan: ServingPlan, seqs: int, decode: bool = True) -> float:
+    costs = build_costs(LLAMA_8B, H100, plan, profile)
+    args = (np.array([seqs]), np.array([seqs * 512]), np.array([seqs * 512]), np.array([seqs]))
+    return float(step_time(costs, *args, decode)[0])
+
+
+def test_the_eager_cost_grows_with_the_batch_and_only_without_cuda_graphs() -> None:
+    """The campaign's eager TPOT exceeded graphs' by more at 48 sequences than at 8: the
+    per-sequence part follows the batch, the per-step part does not, and neither touches a
+    plan with CUDA graphs (decode or mixed steps)."""
+    fitted = _with(eager_per_seq_s=2e-4, eager_step_s=3e-3)
+    eager, graphs = make_plan(cuda_graphs=False), make_plan()
+    extra = [_step(fitted, eager, s) - _step(VLLM, eager, s) for s in (8, 48)]
+    assert extra[0] == pytest.approx(3e-3 + 8 * 2e-4, rel=1e-6)
+    assert extra[1] == pytest.approx(3e-3 + 48 * 2e-4, rel=1e-6)
+    for decode in (True, False):
+        assert _step(fitted, graphs, 48, decode) == _step(VLLM, graphs, 48, decode)
+    mixed = _step(fitted, eager, 8, False) - _step(VLLM, eager, 8, False)
+    assert mixed == pytest.approx(extra[0], rel=1e-6)
+
+
+def test_a_kv_dtypes_per_sequence_cost_applies_to_that_dtype_only() -> None:
+    fitted = _with(kv_per_seq_s={"fp8": 3e-5})
+    fp8 = make_plan(kv_dtype="fp8")
+    assert _step(fitted, fp8, 48) - _step(VLLM, fp8, 48) == pytest.approx(48 * 3e-5, rel=1e-6)
+    assert _step(fitted, make_plan(), 48) == _step(VLLM, make_plan(), 48)
+
+
+def test_neutral_late_constants_keep_a_profiles_label(tmp_path) -> None:
+    """Constants added at 0 leave the label of a profile made before them unchanged (stored
+    trials and cached search grids carry it); a non-zero value changes it."""
+    plain, zeros, set_ = (tmp_path / f"{n}.yaml" for n in ("plain", "zeros", "set"))
+    plain.write_text(yaml.safe_dump({"base": "vllm", "name": "lab", "prefill_mfu": 0.5}))
+    late = {"eager_per_seq_s": 0.0, "eager_step_s": 0.0, "admission_delay_per_stream_s": 0.0}
+    zeros.write_text(
+        yaml.safe_dump(
+            {"base": "vllm", "name": "lab", "prefill_mfu": 0.5, **late, "kv_per_seq_s": {"fp8": 0}}
+        )
+    )
+    set_.write_text(
+        yaml.safe_dump({"base": "vllm", "name": "lab", "prefill_mfu": 0.5, "eager_step_s": 1e-3})
+    )
+    assert profile_version(str(plain)) == profile_version(str(zeros))
+    assert profile_version(str(set_)) != profile_version(str(plain))

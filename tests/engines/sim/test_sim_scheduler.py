@@ -191,3 +191,19 @@ def test_admission_delay_turns_a_closed_loop_into_waves() -> None:
 
     assert ttft_p50(delayed) > ttft_p50(base) + 2 * 0.01
     assert len(delayed.records) == len(base.records) == 320
+
+
+def test_admission_delay_per_stream_grows_with_the_streams_in_flight() -> None:
+    """A closed loop of 4 clients and one of 32 with the same per-stream delay: the busier
+    server delays each request more."""
+    light = workload(arrival={"kind": "concurrency", "concurrency": 4}, num_requests=80)
+    busy = workload(arrival={"kind": "concurrency", "concurrency": 32}, num_requests=80)
+
+    def mean_extra_ttft(plan: RequestPlan) -> float:
+        base, slowed = run(plan), run(plan, admission_delay_per_stream_s=1e-3)
+        check_invariants(slowed, plan, LIMITS)
+        ttft = [r.first_token_s - r.start_s for r in slowed.records]
+        ttft0 = [r.first_token_s - r.start_s for r in base.records]
+        return float(np.mean(ttft) - np.mean(ttft0))
+
+    assert 0.002 < mean_extra_ttft(light) < mean_extra_ttft(busy)
