@@ -27,6 +27,7 @@ from outputs import results_dir
 
 from tuner.calibration.calibrate import METRICS, RealPoint, load_points, predict
 from tuner.calibration.fidelity import LOO as FIDELITY_LOO
+from tuner.calibration.fidelity import OLD_LOO as FIDELITY_OLD_LOO
 from tuner.calibration.fidelity import ape, config_ranking, error_stats, leave_one_out
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ def held_out_predictions(points: list[RealPoint], report: Path) -> dict[str, dic
     """Leave-one-config-out predictions: those of the fidelity report when it covers exactly
     these points (one fit per config is the slow part, ~1 min each), else computed here."""
     if report.is_file():
-        rows = [r for r in json.loads(report.read_text())["rows"] if r["predictor"] == FIDELITY_LOO]
+        rows = json.loads(report.read_text())["rows"]
+        rows = [r for r in rows if r["predictor"] in (FIDELITY_LOO, FIDELITY_OLD_LOO)]
         got: dict[str, dict[str, float]] = {}
         for r in rows:
             got.setdefault(r["point"], {})[r["metric"]] = r["predicted"]

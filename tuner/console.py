@@ -306,8 +306,45 @@ def print_fidelity(report, metrics, console: Console) -> None:
             str(rank["best_in_top3"]),
         )
     console.print(summary)
+    _print_spreads(report, metrics, console)
+    _print_judged(report, metrics, console)
     for note in report.notes:
         console.print(f"[dim]{note}[/]")
+
+
+def _print_spreads(report, metrics, console: Console) -> None:
+    """Each shape's run-to-run spread per metric (the configs it measured twice or more)."""
+    table = Table(title="Run-to-run spread per shape: max over repeated configs of (max-min)/mean")
+    for col in ("shape", *metrics):
+        table.add_column(label(col) if col in metrics else col)
+    for shape, by_metric in report.spreads.items():
+        table.add_row(shape, *[_percent(by_metric[m]) for m in metrics])
+    console.print(table)
+
+
+def _print_judged(report, metrics, console: Console) -> None:
+    """Issue 25's targets per predictor, then what the judgements left out and why."""
+    from tuner.calibration.report import left_out, predictors_phrase
+    from tuner.calibration.targets import SHIPPED_ALLOWANCE, target_names
+
+    table = Table(
+        title=f"Targets (issue 25), judged where the spread allows; shipped: within "
+        f"{SHIPPED_ALLOWANCE:g}x"
+    )
+    table.add_column("predictor", no_wrap=True)
+    for name, rule in target_names().items():
+        metric = name.rpartition(" ")[0]
+        table.add_column(f"{label(metric)}\n{rule}" if metric in metrics else rule)
+    for predictor, judged in report.judged.items():
+        cells = []
+        for j in judged.values():
+            shown = "n/a" if j["met"] is None else ("met" if j["met"] else "[red]missed[/]")
+            cells.append(shown if j["value"] is None else f"{shown} ({j['value']:.2f})")
+        table.add_row(predictor, *cells)
+    console.print(table)
+    for target, shape, why, predictors in left_out(report):
+        phrase = predictors_phrase(predictors, shape, report)
+        console.print(f"[dim]left out of {target}: {shape} ({why}); {phrase}[/]")
 
 
 def print_run_header(console: Console, spec: StudySpec) -> None:

@@ -1,8 +1,10 @@
 """The simulator against real GPUs: real points, fitted profiles, and fidelity reports.
 
 :mod:`.points` reads real measurements (and how they were measured) as calibration data,
-:mod:`.calibrate` fits the sim's efficiency constants to them, :mod:`.fidelity` scores
-predictions (errors, rankings, held-out fits) and :mod:`.report` renders a report for people.
+:mod:`.calibrate` fits the sim's efficiency constants to them, :mod:`.holdout` makes the
+held-out predictions (by config, by workload shape, across GPUs), :mod:`.fidelity` scores them
+(with :mod:`.stats`' math and :mod:`.targets`' judgement) and :mod:`.report` renders a report
+for people.
 """
 
 from tuner.calibration.calibrate import Calibration, calibrate, write_profile

@@ -1,97 +1,78 @@
 """How well the sim predicts real measurements: per-config errors and ranking quality
 (:mod:`tuner.calibration.report` renders a report as markdown and plots).
 
-Three predictors are scored on the same real points:
+The predictors scored on the same real points (the held-out fits: :mod:`.holdout`):
 
 * ``shipped``: the built-in profile, never fitted to these points;
 * ``calibrated (held-out)``: fitted on the training split, scored on the held-out configs only;
-* ``calibrated (leave-one-out)``: for each config, fitted on all *other* configs. With a single
-  config there is nothing else to fit on, so its leave-one-out prediction is the shipped one;
+* ``calibrated (leave-one-config-out)``: for each config, fitted on all *other* configs. With a
+  single config there is nothing else to fit on, so its prediction is the shipped one (noted);
+* ``calibrated (leave-one-shape-out)``: for each workload shape, fitted on the other shapes'
+  points; left out (noted) where the points have one shape only;
+* ``transfer (fitted on GPU)``: with points from several GPUs, fitted on all of one GPU's points
+  and scored on every other GPU's;
 * ``calibrated (in-sample, not a validation)``: fitted on the training split and scored on it,
   showing what the constants can absorb at best.
 
-The math (APE, Spearman, top-k) is pure and tested on hand-made numbers. With fewer than
-:data:`MEANINGFUL_CONFIGS` configs the ranking numbers are reported but flagged as meaningless.
+A fitted profile is one engine on one GPU type, so with several GPUs every fitted predictor but
+the transfer is fitted per GPU. Two sets of targets are judged: the first ones (:data:`TARGETS`,
+flags in ``targets``) and issue 25's (:mod:`.targets`, in ``judged``), which leave out the shapes
+whose own run-to-run spread (``spreads``) is wider than the target. The math is pure
+(:mod:`.stats`) and tested on hand-made numbers. With fewer than :data:`MEANINGFUL_CONFIGS`
+configs the ranking numbers are reported but flagged as meaningless.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from engines.sim.profiles import load_profile
-from engines.workload import Arrival
-from tuner.calibration.calibrate import (
-    METRICS,
-    Calibration,
-    RealPoint,
-    _ProfileFiles,
-    calibrate,
-    fit_constants,
-    predict,
-    with_constants,
+from tuner.calibration.calibrate import METRICS, Calibration, RealPoint, calibrate, predict
+from tuner.calibration.holdout import (
+    TRANSFER,
+    Predictions,
+    leave_one_out,
+    leave_one_shape_out,
+    load_label,
+    profile_groups,
+    shape_labels,
+    transfer,
 )
+from tuner.calibration.stats import ape, best_in_top_k, error_stats, spearman
+from tuner.calibration.targets import SHIPPED_ALLOWANCE, judge_targets, shape_spreads
+
+__all__ = [
+    "HELD_OUT",
+    "IN_SAMPLE",
+    "LOO",
+    "LOSO",
+    "METRICS",
+    "SHIPPED",
+    "TRANSFER",
+    "FidelityReport",
+    "ape",
+    "best_in_top_k",
+    "config_ranking",
+    "error_stats",
+    "fidelity_report",
+    "leave_one_out",
+    "leave_one_shape_out",
+    "ranking",
+    "spearman",
+    "summarize_rows",
+    "transfer",
+]
 
 TARGETS = {"output_tokens_per_s": 10.0, "tpot_p50_ms": 10.0, "ttft_p99_ms": 20.0}  # median APE %
 TARGET_SPEARMAN = 0.9
 MEANINGFUL_CONFIGS = 5  # fewer distinct configs: Spearman and top-3 say nothing
-SHIPPED, HELD_OUT, LOO = "shipped", "calibrated (held-out)", "calibrated (leave-one-out)"
+SHIPPED, HELD_OUT = "shipped", "calibrated (held-out)"
+LOO, LOSO = "calibrated (leave-one-config-out)", "calibrated (leave-one-shape-out)"
 IN_SAMPLE = "calibrated (in-sample, not a validation)"
-
-# ------------------------------------------------------------------------------ pure math
-
-
-def ape(predicted: float, measured: float) -> float:
-    """Absolute percentage error of ``predicted`` against ``measured`` (NaN if undefined)."""
-    if not (math.isfinite(predicted) and math.isfinite(measured)) or measured == 0:
-        return math.nan
-    return abs(predicted - measured) / abs(measured) * 100.0
-
-
-def error_stats(errors: Sequence[float]) -> dict[str, float | int]:
-    """Median and worst of some APEs (NaNs ignored), and how many there were."""
-    finite = [e for e in errors if math.isfinite(e)]
-    if not finite:
-        return {"n": 0, "median": math.nan, "worst": math.nan}
-    return {"n": len(finite), "median": float(np.median(finite)), "worst": float(max(finite))}
-
-
-def _ranks(values: Sequence[float]) -> np.ndarray:
-    """Ranks 1..n, ties sharing their average rank."""
-    arr = np.asarray(values, float)
-    order = np.argsort(arr, kind="mergesort")
-    ranks = np.empty(arr.size)
-    ranks[order] = np.arange(1, arr.size + 1)
-    for value in np.unique(arr):
-        tied = arr == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def spearman(predicted: Sequence[float], measured: Sequence[float]) -> float | None:
-    """Spearman rank correlation; ``None`` below 3 points or when either side is constant."""
-    if len(predicted) != len(measured):
-        raise ValueError("spearman: predicted and measured differ in length")
-    if len(predicted) < 3:
-        return None
-    a, b = _ranks(predicted), _ranks(measured)
-    if a.std() == 0 or b.std() == 0:
-        return None
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def best_in_top_k(predicted: Sequence[float], measured: Sequence[float], k: int = 3) -> bool | None:
-    """Whether the measured best (highest) is among the ``k`` highest predictions."""
-    if not measured:
-        return None
-    best = int(np.nanargmax(measured))
-    top = np.argsort(-np.asarray(predicted, float), kind="mergesort")[:k]
-    return best in top.tolist()
+OLD_LOO = "calibrated (leave-one-out)"  # LOO's name in reports written before issue 25
 
 
 def ranking(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:
@@ -112,27 +93,6 @@ def ranking(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, 
     return out
 
 
-# ------------------------------------------------------------------------------ predictions
-
-
-def leave_one_out(
-    points: Sequence[RealPoint], prior_weight: float = 1.0
-) -> dict[str, dict[str, float]]:
-    """Each point predicted by a profile fitted on the other configs (shipped when none); a
-    config measured at several loads is left out at all of them."""
-    out: dict[str, dict[str, float]] = {}
-    base = load_profile(points[0].engine)
-    for key in sorted({p.config_key for p in points}):
-        rest = [p for p in points if p.config_key != key]
-        fitted, _ = fit_constants(rest, base, prior_weight=prior_weight)
-        files = _ProfileFiles(points[0].engine)
-        path = files.write(with_constants(base, fitted))
-        for p in points:
-            if p.config_key == key:
-                out[p.label] = predict(p, path)
-    return out
-
-
 @dataclass(frozen=True)
 class FidelityReport:
     """Predicted vs measured for every point and predictor, summarised."""
@@ -141,31 +101,42 @@ class FidelityReport:
     summary: dict[str, dict[str, dict[str, float | int]]]  # predictor -> metric -> stats
     set_aside: dict[str, dict[str, dict[str, float | int]]]  # the same over set-aside rows
     ranking: dict[str, dict[str, Any]]  # predictor -> ranking quality
-    targets: dict[str, Any]
+    targets: dict[str, Any]  # predictor -> the first targets (TARGETS) met or not
     notes: list[str]
-    calibration: Calibration = field(repr=False)
+    calibrations: dict[str, Calibration] = field(repr=False)  # GPU -> its held-out calibration
+    spreads: dict[str, dict[str, float | None]]  # shape -> metric -> run-to-run spread (%)
+    judged: dict[str, dict[str, dict[str, Any]]]  # predictor -> issue 25's target -> judgement
 
     def to_dict(self) -> dict[str, Any]:
+        cals = {gpu: _calibration_dict(cal) for gpu, cal in self.calibrations.items()}
+        single = {"calibration": next(iter(cals.values()))} if len(cals) == 1 else {}
         return {
             "rows": self.rows,
             "summary": self.summary,
             "set_aside_summary": self.set_aside,
             "ranking": self.ranking,
             "targets": self.targets,
+            "spreads": self.spreads,
+            "judged_targets": self.judged,
             "notes": self.notes,
-            "calibration": {
-                "name": self.calibration.name,
-                "fitted": self.calibration.fitted,
-                "shipped": self.calibration.shipped,
-                "not_identified": self.calibration.not_identified,
-                "train": [p.label for p in self.calibration.train],
-                "holdout": [p.label for p in self.calibration.test],
-                "fit_errors": self.calibration.fit_errors,
-            },
+            **single,
+            "calibrations": cals,
         }
 
 
-def _rows(points, split_of, predictor, preds) -> list[dict[str, Any]]:
+def _calibration_dict(cal: Calibration) -> dict[str, Any]:
+    return {
+        "name": cal.name,
+        "fitted": cal.fitted,
+        "shipped": cal.shipped,
+        "not_identified": cal.not_identified,
+        "train": [p.label for p in cal.train],
+        "holdout": [p.label for p in cal.test],
+        "fit_errors": cal.fit_errors,
+    }
+
+
+def _rows(points, split_of, shapes, predictor, preds) -> list[dict[str, Any]]:
     """One row per point and metric; set-aside measurements too, marked with their reason."""
     rows = []
     for p in points:
@@ -185,6 +156,7 @@ def _rows(points, split_of, predictor, preds) -> list[dict[str, Any]]:
                     "study": p.study,
                     "trial": p.trial,
                     "measured_by": p.measured_by,
+                    "shape": shapes[p.label],
                     "split": split_of[p.label],
                     "predictor": predictor,
                     "metric": m,
@@ -197,27 +169,43 @@ def _rows(points, split_of, predictor, preds) -> list[dict[str, Any]]:
     return rows
 
 
+def throughput_by_shape(
+    points: Sequence[RealPoint], preds: Mapping[str, Mapping[str, float]]
+) -> dict[str, list[tuple[str, float, float]]]:
+    """Shape -> one (point label, predicted, measured) throughput per predicted config, repeat
+    measurements averaged; the label is the config's first point."""
+    shapes = shape_labels(points)
+    groups: dict[str, dict[str, tuple[str, list[tuple[float, float]]]]] = {}
+    for p in points:
+        if p.label in preds and "output_tokens_per_s" in p.measured:
+            pair = (preds[p.label]["output_tokens_per_s"], p.measured["output_tokens_per_s"])
+            by_key = groups.setdefault(shapes[p.label], {})
+            by_key.setdefault(p.key, (p.label, []))[1].append(pair)
+    return {
+        shape: [
+            (label, float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v])))
+            for label, v in by_key.values()
+        ]
+        for shape, by_key in groups.items()
+    }
+
+
 def config_ranking(
     points: Sequence[RealPoint], preds: Mapping[str, Mapping[str, float]]
 ) -> dict[str, Any]:
     """Throughput ranking over distinct configs (repeat measurements averaged), within each
-    workload: configs measured at different loads (a sweep's levels) do not compete, and a
-    ranking across loads would reward predicting the load's effect, not the config's. With
-    several workloads, Spearman is their mean and top-3 must hold in each."""
-    groups: dict[str, dict[str, list[tuple[float, float]]]] = {}
-    for p in points:
-        if p.label in preds and "output_tokens_per_s" in p.measured:
-            pair = (preds[p.label]["output_tokens_per_s"], p.measured["output_tokens_per_s"])
-            groups.setdefault(_workload_key(p), {}).setdefault(p.key, []).append(pair)
-    per = []
-    for by_key in groups.values():
-        pred = [float(np.mean([a for a, _ in v])) for v in by_key.values()]
-        meas = [float(np.mean([b for _, b in v])) for v in by_key.values()]
-        per.append(ranking(pred, meas))
-    if len(per) == 1:
-        return per[0]
-    loads = {_workload_key(p): _load_label(p.ctx.workload.arrival) for p in points}
-    per = [{"load": loads[key], **r} for key, r in zip(groups, per, strict=True)]
+    workload shape (GPU and workload): configs measured at different loads (a sweep's levels)
+    do not compete, and a ranking across loads would reward predicting the load's effect, not
+    the config's. With several shapes, Spearman is their mean and top-3 must hold in each."""
+    groups = throughput_by_shape(points, preds)
+    per = [ranking([c[1] for c in v], [c[2] for c in v]) for v in groups.values()]
+    if len(per) <= 1:
+        return per[0] if per else ranking([], [])
+    shapes = shape_labels(points)
+    loads = {shapes[p.label]: load_label(p.ctx.workload.arrival) for p in points}
+    per = [
+        {"load": loads[shape], "shape": shape, **r} for shape, r in zip(groups, per, strict=True)
+    ]
     rhos = [r["spearman"] for r in per if r["spearman"] is not None]
     tops = [r["best_in_top3"] for r in per]
     return {
@@ -227,17 +215,6 @@ def config_ranking(
         "by_workload": per,
         "note": f"ranked within each of {len(per)} workloads; Spearman is their mean",
     }
-
-
-def _load_label(arrival: Arrival) -> str:
-    if arrival.kind == "concurrency":
-        return f"concurrency {arrival.concurrency}"
-    return f"{arrival.kind} {arrival.rate:g}/s"
-
-
-def _workload_key(point: RealPoint) -> str:
-    w = point.ctx.workload
-    return json.dumps([w.input_tokens, w.output_tokens, w.arrival], sort_keys=True, default=str)
 
 
 def summarize_rows(
@@ -256,35 +233,69 @@ def summarize_rows(
     return out
 
 
+def repeats_by_shape(points: Sequence[RealPoint]) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """Shape -> config (:attr:`RealPoint.key`) -> the measurements of it, for the spreads."""
+    shapes = shape_labels(points)
+    out: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for p in points:
+        out.setdefault(shapes[p.label], {}).setdefault(p.key, []).append(p.measured)
+    return out
+
+
+def _predictions(points, groups, cals, prior_weight, names) -> dict[str, Predictions]:
+    """Predictor -> point label -> metrics, each fitted predictor within its GPU's points."""
+    held, loo, loso, inside = {}, {}, {}, {}
+    for gpu, mine in groups.items():
+        cal = cals[gpu]
+        held |= {p.label: cal.predictions[p.label] for p in cal.test}
+        inside |= {p.label: cal.predictions[p.label] for p in cal.train}
+        loo |= leave_one_out(mine, prior_weight, names)
+        loso |= leave_one_shape_out(mine, prior_weight, names)
+    preds = {SHIPPED: {p.label: predict(p) for p in points}, HELD_OUT: held, LOO: loo, LOSO: loso}
+    preds |= transfer(points, prior_weight, names)
+    preds[IN_SAMPLE] = inside
+    return {predictor: got for predictor, got in preds.items() if got}
+
+
 def fidelity_report(
     points: Sequence[RealPoint],
     name: str = "fidelity",
     holdout: float = 0.3,
     seed: int = 0,
     prior_weight: float = 1.0,
+    names: Sequence[str] | None = None,
 ) -> FidelityReport:
-    """Score the shipped profile, a held-out calibration and leave-one-out on ``points``."""
-    cal = calibrate(points, name, holdout, seed, prior_weight=prior_weight)
-    split_of = {p.label: "train" for p in cal.train} | {p.label: "holdout" for p in cal.test}
-    shipped = {p.label: predict(p) for p in points}
-    held = {p.label: cal.predictions[p.label] for p in cal.test}
-    loo = leave_one_out(points, prior_weight)
-    rows = (
-        _rows(points, split_of, SHIPPED, shipped)
-        + _rows(points, split_of, HELD_OUT, held)
-        + _rows(points, split_of, LOO, loo)
-        + _rows(cal.train, split_of, IN_SAMPLE, cal.predictions)
-    )
+    """Score the shipped profile and every held-out predictor the points allow on ``points``
+    (``names``: the constants fitted, default all)."""
+    groups = profile_groups(points)
+    cals = {
+        gpu: calibrate(
+            mine, name if len(groups) == 1 else f"{name}-{gpu}", holdout, seed, names, prior_weight
+        )
+        for gpu, mine in groups.items()
+    }
+    preds = _predictions(points, groups, cals, prior_weight, names)
+    split_of = {p.label: "train" for c in cals.values() for p in c.train}
+    split_of |= {p.label: "holdout" for c in cals.values() for p in c.test}
+    shapes = shape_labels(points)
+    rows = [r for pr, got in preds.items() for r in _rows(points, split_of, shapes, pr, got)]
     summary = summarize_rows(rows)
-    ranks = {
-        SHIPPED: config_ranking(points, shipped),
-        HELD_OUT: config_ranking(cal.test, held),
-        LOO: config_ranking(points, loo),
-        IN_SAMPLE: config_ranking(cal.train, cal.predictions),
+    ranks = {predictor: config_ranking(points, got) for predictor, got in preds.items()}
+    spreads = shape_spreads(repeats_by_shape(points))
+    judged = {
+        predictor: judge_targets(
+            [r for r in rows if r["predictor"] == predictor],
+            throughput_by_shape(points, got),
+            spreads,
+            SHIPPED_ALLOWANCE if predictor == SHIPPED else 1.0,
+        )
+        for predictor, got in preds.items()
+        if predictor != IN_SAMPLE
     }
     aside = summarize_rows(rows, set_aside=True)
     targets = _targets(summary, ranks)
-    return FidelityReport(rows, summary, aside, ranks, targets, _notes(points, cal), cal)
+    notes = _notes(points, groups, cals, spreads)
+    return FidelityReport(rows, summary, aside, ranks, targets, notes, cals, spreads, judged)
 
 
 def _targets(summary, ranks) -> dict[str, Any]:
@@ -298,9 +309,10 @@ def _targets(summary, ranks) -> dict[str, Any]:
     return out
 
 
-def _notes(points, cal) -> list[str]:
-    configs = len({p.key for p in points})
-    notes = [f"{len(points)} real measurement(s) of {configs} distinct config(s)."]
+def _notes(points, groups, cals, spreads) -> list[str]:
+    configs = len({(p.ctx.hardware.gpu, p.key) for p in points})
+    on = f" on {len(groups)} GPUs ({', '.join(groups)})" if len(groups) > 1 else ""
+    notes = [f"{len(points)} real measurement(s) of {configs} distinct config(s){on}."]
     reasons = sorted({f"{m}: {why}" for p in points for m, (_, why) in p.set_aside.items()})
     if reasons:
         aside = sum(1 for p in points if p.set_aside)
@@ -312,14 +324,40 @@ def _notes(points, cal) -> list[str]:
         notes.append(
             "Too few configs to validate the targets: errors are anecdotes, ranking is undefined."
         )
+    for gpu, mine in groups.items():
+        notes += _group_notes(gpu if len(groups) > 1 else "", mine, cals[gpu])
+    if len(groups) == 1:
+        notes.append("Points from one GPU: no transfer predictor.")
+    unknown = sorted(
+        s for s, by_metric in spreads.items() if all(v is None for v in by_metric.values())
+    )
+    if unknown:
+        notes.append(
+            "No config measured twice in shape(s) "
+            + "; ".join(unknown)
+            + ": run-to-run spread unknown, so no target excludes them and none ranks there."
+        )
+    return notes
+
+
+def _group_notes(gpu: str, points: Sequence[RealPoint], cal: Calibration) -> list[str]:
+    """Notes on one GPU's fits (``gpu`` empty when there is one GPU only)."""
+    on = f" ({gpu})" if gpu else ""
+    notes = []
     if not cal.test:
-        notes.append("Held-out split is empty (one config must stay in training).")
-    if configs == 1:
-        notes.append("Leave-one-out has nothing to fit on: its prediction is the shipped profile.")
+        notes.append(f"Held-out split{on} is empty (one config must stay in training).")
+    if len({p.config_key for p in points}) == 1:
+        notes.append(
+            f"Leave-one-config-out{on} has nothing to fit on: its prediction is the shipped profile."
+        )
+    shapes = set(shape_labels(points).values())
+    if len(shapes) < 2:
+        notes.append(
+            f"Leave-one-shape-out{on} skipped: one workload shape only ({next(iter(shapes))})."
+        )
+    fitted = ", ".join(f"{k} {cal.shipped[k]:.4g}->{v:.4g}" for k, v in cal.fitted.items())
     notes.append(
-        "Fitted constants: "
-        + (", ".join(f"{k} {cal.shipped[k]:.4g}->{v:.4g}" for k, v in cal.fitted.items()) or "none")
-        + "; not identified by this data: "
+        f"Fitted constants{on}: {fitted or 'none'}; not identified by this data: "
         + (", ".join(cal.not_identified) or "none")
     )
     return notes

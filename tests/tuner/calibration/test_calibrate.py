@@ -114,10 +114,10 @@ def test_split_keeps_one_config_for_training(synthetic_points):
 def test_a_config_measured_at_two_loads_is_held_out_at_both(synthetic_points, monkeypatch):
     """A sweep measures one config at several loads: holding out one load while training on the
     other would let the fit learn the held-out config. Each config here is measured at its own
-    load and at concurrency 8; every split and every leave-one-out fit keeps the pair together."""
+    load and at concurrency 8; every split and every leave-one-config-out fit keeps the pair together."""
     import dataclasses
 
-    import tuner.calibration.fidelity
+    import tuner.calibration.holdout
     from engines.workload import Arrival
 
     light = []
@@ -133,14 +133,14 @@ def test_a_config_measured_at_two_loads_is_held_out_at_both(synthetic_points, mo
         assert {p.config_key for p in train}.isdisjoint({p.config_key for p in test})
         assert len(test) == 4
     trained_on = []
-    real_fit = tuner.calibration.fidelity.fit_constants
+    real_fit = tuner.calibration.holdout.fit_constants
 
     def fit(rest, *args, **kwargs):
         trained_on.append({p.config_key for p in rest})
         return real_fit(rest, *args, **kwargs)
 
-    monkeypatch.setattr(tuner.calibration.fidelity, "fit_constants", fit)
-    predicted = tuner.calibration.fidelity.leave_one_out(points[:2] + light[:2])
+    monkeypatch.setattr(tuner.calibration.holdout, "fit_constants", fit)
+    predicted = tuner.calibration.holdout.leave_one_out(points[:2] + light[:2])
     assert len(predicted) == 4 and len(trained_on) == 2  # one fit per config, both loads out
     assert all(len(keys) == 1 for keys in trained_on)
 
@@ -207,4 +207,4 @@ def test_cli_calibrate_and_fidelity_round_trip(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "leave-one-out" in done.stdout and report.is_file()
+    assert "leave-one-config-out" in done.stdout and report.is_file()
