@@ -48,6 +48,9 @@ class SchedulerLimits:
     prefix_caching: bool
     admission_delay_s: float = 0.0  # arrival at the server -> first schedulable (see _send)
     admission_delay_per_stream_s: float = 0.0  # more of it per request already in flight
+    # share of the shared prefix's KV each decoding sequence reads: 1 reads it once per
+    # sequence (paged attention), 0 once per step for all of them (cascade attention)
+    prefix_read_per_seq: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -254,7 +257,8 @@ class _Batcher:
         prefill = sum(c for _, _, c in chunks)
         positions = int((self.ctx[dec] + 1).sum())
         attended = positions + sum(prefill_attended(o, c) for _, o, c in chunks)
-        kv_read = positions + sum(o for _, o, _ in chunks) + prefill
+        kv_read = positions - self._prefix_reads_saved(dec) + sum(o for _, o, _ in chunks)
+        kv_read += prefill
         tokens = dec.size + prefill
         seqs = dec.size + len(chunks)
         duration = float(self.step_time(tokens, attended, kv_read, seqs, not chunks))
@@ -273,6 +277,16 @@ class _Batcher:
                 self.seg_open[i] = self.steps - 1
                 emitted.append(np.array([i]))
         self._finish(np.concatenate(emitted))
+
+    def _prefix_reads_saved(self, dec: np.ndarray) -> int:
+        """KV positions a step does not read because decoding sequences that share the cached
+        prefix read it together (``prefix_read_per_seq`` < 1): of their shared positions, all
+        but one copy times the share each still reads alone."""
+        share = self.lim.prefix_read_per_seq
+        shared = self.skip[dec]
+        if share >= 1.0 or int((shared > 0).sum()) < 2:
+            return 0
+        return int(round((1.0 - share) * (int(shared.sum()) - int(shared.max()))))
 
     def _maybe_cache_prefix(self, i: int) -> None:
         """Once a request has computed the shared prefix, keep its blocks cached (if room)."""
@@ -306,7 +320,8 @@ class _Batcher:
             k = lo
         steps = np.arange(k)
         positions = int((self.ctx[dec] + 1).sum()) + r * steps
-        durations = self.step_time(np.full(k, r), positions, positions, np.full(k, r), True)
+        kv_read = positions - self._prefix_reads_saved(dec)
+        durations = self.step_time(np.full(k, r), positions, kv_read, np.full(k, r), True)
         ends = self.now + np.cumsum(durations)
         arrival = self._next_arrival()
         if arrival < ends[-1]:

@@ -232,7 +232,12 @@ def test_neutral_late_constants_keep_a_profiles_label(tmp_path) -> None:
     trials and cached search grids carry it); a non-zero value changes it."""
     plain, zeros, set_ = (tmp_path / f"{n}.yaml" for n in ("plain", "zeros", "set"))
     plain.write_text(yaml.safe_dump({"base": "vllm", "name": "lab", "prefill_mfu": 0.5}))
-    late = {"eager_per_seq_s": 0.0, "eager_step_s": 0.0, "admission_delay_per_stream_s": 0.0}
+    late = {
+        "eager_per_seq_s": 0.0,
+        "eager_step_s": 0.0,
+        "admission_delay_per_stream_s": 0.0,
+        "prefix_read_per_seq": 1.0,
+    }
     zeros.write_text(
         yaml.safe_dump(
             {"base": "vllm", "name": "lab", "prefill_mfu": 0.5, **late, "kv_per_seq_s": {"fp8": 0}}

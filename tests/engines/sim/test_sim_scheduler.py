@@ -207,3 +207,23 @@ def test_admission_delay_per_stream_grows_with_the_streams_in_flight() -> None:
         return float(np.mean(ttft) - np.mean(ttft0))
 
     assert 0.002 < mean_extra_ttft(light) < mean_extra_ttft(busy)
+
+
+def test_sequences_sharing_a_cached_prefix_can_read_it_together() -> None:
+    """With ``prefix_read_per_seq`` 0 the decoding sequences that got the shared prefix from the
+    cache read its KV once per step (cascade attention): the run is faster than when each reads
+    it, and nothing changes for a workload without a shared prefix."""
+    big_kv = 2e-7  # per cached position read, so the prefix's reads are visible in step time
+
+    def step(tokens, attended, kv, seqs, decode_only):
+        return 1e-3 + 2e-5 * np.asarray(tokens, float) + big_kv * np.asarray(kv, float)
+
+    limits = dataclasses.replace(LIMITS, prefix_caching=True)
+    shared = workload(input_tokens=640, output_tokens=64, shared_prefix_fraction=0.9)
+    apart = simulate_schedule(shared, limits, step)
+    together = simulate_schedule(shared, dataclasses.replace(limits, prefix_read_per_seq=0.0), step)
+    check_invariants(together, shared, limits)
+    assert together.duration_s < 0.95 * apart.duration_s
+    plain = workload(input_tokens=640, output_tokens=64)
+    same = simulate_schedule(plain, dataclasses.replace(limits, prefix_read_per_seq=0.0), step)
+    assert same.duration_s == simulate_schedule(plain, limits, step).duration_s
