@@ -69,10 +69,10 @@ class EngineProfile:
     # dequantises the cache (scales, a second kernel), which is why an fp8 cache was no faster
     # than bf16 at contexts under ~1k and faster only at long ones. 0 in the built-ins.
     kv_per_seq_s: Mapping[str, float] = field(default_factory=dict)
-    # Share of a cached shared prefix's KV each decoding sequence reads for itself: 1 (the
-    # built-ins) reads it once per sequence; below 1 sequences sharing the prefix read it
-    # together, as vLLM's cascade attention does for a long common prefix.
-    prefix_read_per_seq: float = 1.0
+    # Share of the per-sequence reads of a cached shared prefix's KV that the sequences sharing
+    # it save by reading it together, as vLLM's cascade attention does for a long common
+    # prefix: 0 (the built-ins) reads it once per sequence, 1 once per step.
+    prefix_reads_shared: float = 0.0
 
 
 def strip_sources(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,17 +159,12 @@ _ADDED_LATER = (
     "eager_per_seq_s",
     "eager_step_s",
     "kv_per_seq_s",
-    "prefix_read_per_seq",
+    "prefix_reads_shared",
 )
 
 
-_NEUTRAL = {"prefix_read_per_seq": 1.0}  # late constants whose no-change value is not 0
-
-
-def _neutral(name: str, value: Any) -> bool:
-    """A constant that changes nothing: its neutral value, 0, or a per-dtype map of zeros."""
-    if name in _NEUTRAL:
-        return value == _NEUTRAL[name]
+def _neutral(value: Any) -> bool:
+    """A constant that changes nothing: 0, or a per-dtype map of zeros."""
     if isinstance(value, Mapping):
         return not any(value.values())
     return not value
@@ -183,4 +178,4 @@ def profile_label(loaded: EngineProfile) -> str:
 def _without_neutral(constants: Mapping[str, Any]) -> dict[str, Any]:
     """``constants`` less those added later that are at their neutral 0, so the labels of
     profiles made before they existed stand (stored trials, cached search grids)."""
-    return {k: v for k, v in constants.items() if not (k in _ADDED_LATER and _neutral(k, v))}
+    return {k: v for k, v in constants.items() if not (k in _ADDED_LATER and _neutral(v))}

@@ -48,9 +48,9 @@ class SchedulerLimits:
     prefix_caching: bool
     admission_delay_s: float = 0.0  # arrival at the server -> first schedulable (see _send)
     admission_delay_per_stream_s: float = 0.0  # more of it per request already in flight
-    # share of the shared prefix's KV each decoding sequence reads: 1 reads it once per
-    # sequence (paged attention), 0 once per step for all of them (cascade attention)
-    prefix_read_per_seq: float = 1.0
+    # share of the per-sequence reads of a cached shared prefix's KV that sequences sharing it
+    # save: 0 reads it once per sequence (paged attention), 1 once per step (cascade attention)
+    prefix_reads_shared: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -280,13 +280,13 @@ class _Batcher:
 
     def _prefix_reads_saved(self, dec: np.ndarray) -> int:
         """KV positions a step does not read because decoding sequences that share the cached
-        prefix read it together (``prefix_read_per_seq`` < 1): of their shared positions, all
-        but one copy times the share each still reads alone."""
-        share = self.lim.prefix_read_per_seq
+        prefix read it together (``prefix_reads_shared`` > 0): that share of their shared
+        positions beyond one copy."""
+        saved = min(self.lim.prefix_reads_shared, 1.0)
         shared = self.skip[dec]
-        if share >= 1.0 or int((shared > 0).sum()) < 2:
+        if saved <= 0.0 or int((shared > 0).sum()) < 2:
             return 0
-        return int(round((1.0 - share) * (int(shared.sum()) - int(shared.max()))))
+        return int(round(saved * (int(shared.sum()) - int(shared.max()))))
 
     def _maybe_cache_prefix(self, i: int) -> None:
         """Once a request has computed the shared prefix, keep its blocks cached (if room)."""

@@ -86,7 +86,7 @@ def simulate_run(
         prefix_caching=plan.prefix_caching,
         admission_delay_s=costs_profile.admission_delay_s,
         admission_delay_per_stream_s=costs_profile.admission_delay_per_stream_s,
-        prefix_read_per_seq=costs_profile.prefix_read_per_seq,
+        prefix_reads_shared=costs_profile.prefix_reads_shared,
     )
     costs = build_costs(ctx.model, gpu, plan, costs_profile)
     result = simulate_schedule(requests, limits, partial(step_time, costs))

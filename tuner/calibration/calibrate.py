@@ -72,13 +72,13 @@ PRIOR_SIGMA = {
     "eager_per_seq_s": 1.0,
     "eager_step_s": 1.0,
     "kv_per_seq_s.fp8": 1.0,
-    "prefix_read_per_seq": 1.0,
+    "prefix_reads_shared": 1.0,
 }
 # Where the prior of a constant shipped at 0 (off) is centred: a log-space fit needs a positive
 # start. 50 ms: a busy Python API server's latency per request, before any data.
 # Without CUDA graphs: 2 ms more a step (the uncompiled model's unfused kernels) and 0.1 ms per
 # sequence (per-request attention metadata on the CPU); 5 us per sequence for a dequantising
-# attention path's extra setup.
+# attention path's extra setup; half the shared prefix's reads saved, before any data.
 # 0.1 ms more admission per open stream: 256 streams add ~25 ms, the H100 fit's order.
 PRIOR_CENTER = {
     "admission_delay_s": 0.05,
@@ -86,12 +86,13 @@ PRIOR_CENTER = {
     "eager_per_seq_s": 1e-4,
     "eager_step_s": 2e-3,
     "kv_per_seq_s.fp8": 5e-6,
+    "prefix_reads_shared": 0.5,
 }
 UPPER = {
     "prefill_mfu": 0.95,
     "decode_bw_efficiency": 0.98,
     "allreduce_efficiency": 0.95,
-    "prefix_read_per_seq": 1.0,  # a share: sequences cannot read a shared prefix more than once
+    "prefix_reads_shared": 1.0,  # a share: reads saved cannot exceed the reads
 }
 # Run-to-run spread of a real measurement in log space: the warm and cold-start runs of the
 # H100 baseline differ by 0.3% (throughput) to 4% (TTFT p50); 5% leaves room for other hosts.

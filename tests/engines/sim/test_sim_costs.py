@@ -236,7 +236,7 @@ def test_neutral_late_constants_keep_a_profiles_label(tmp_path) -> None:
         "eager_per_seq_s": 0.0,
         "eager_step_s": 0.0,
         "admission_delay_per_stream_s": 0.0,
-        "prefix_read_per_seq": 1.0,
+        "prefix_reads_shared": 0.0,
     }
     zeros.write_text(
         yaml.safe_dump(

@@ -210,7 +210,7 @@ def test_admission_delay_per_stream_grows_with_the_streams_in_flight() -> None:
 
 
 def test_sequences_sharing_a_cached_prefix_can_read_it_together() -> None:
-    """With ``prefix_read_per_seq`` 0 the decoding sequences that got the shared prefix from the
+    """With ``prefix_reads_shared`` 1 the decoding sequences that got the shared prefix from the
     cache read its KV once per step (cascade attention): the run is faster than when each reads
     it, and nothing changes for a workload without a shared prefix."""
     big_kv = 2e-7  # per cached position read, so the prefix's reads are visible in step time
@@ -221,9 +221,9 @@ def test_sequences_sharing_a_cached_prefix_can_read_it_together() -> None:
     limits = dataclasses.replace(LIMITS, prefix_caching=True)
     shared = workload(input_tokens=640, output_tokens=64, shared_prefix_fraction=0.9)
     apart = simulate_schedule(shared, limits, step)
-    together = simulate_schedule(shared, dataclasses.replace(limits, prefix_read_per_seq=0.0), step)
+    together = simulate_schedule(shared, dataclasses.replace(limits, prefix_reads_shared=1.0), step)
     check_invariants(together, shared, limits)
     assert together.duration_s < 0.95 * apart.duration_s
     plain = workload(input_tokens=640, output_tokens=64)
-    same = simulate_schedule(plain, dataclasses.replace(limits, prefix_read_per_seq=0.0), step)
+    same = simulate_schedule(plain, dataclasses.replace(limits, prefix_reads_shared=1.0), step)
     assert same.duration_s == simulate_schedule(plain, limits, step).duration_s
