@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -41,9 +40,11 @@ from optuna.trial import TrialState  # noqa: E402
 
 from bench.real.knob_screen import (  # noqa: E402
     COLD_MARKER,
+    copy_storage,
     fail_unfinished,
     gpu_identity,
     measurement_extra,
+    server_counters,
 )
 from engines.errors import SpecError  # noqa: E402
 from engines.space import space_defaults  # noqa: E402
@@ -287,23 +288,13 @@ class CampaignRun:
         self.save()
 
     def save(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        spec = next(iter(self.campaign.specs.values()))
-        db = Path(spec.storage_url.removeprefix("sqlite:///"))
-        source, target = sqlite3.connect(db), sqlite3.connect(self.out / db.name)
-        try:
-            source.backup(target)
-        finally:
-            source.close()
-            target.close()
+        copy_storage(next(iter(self.campaign.specs.values())).storage_url, self.out)
         rows = [row for study in self.studies.values() for row in campaign_rows(study)]
         (self.out / "campaign.json").write_text(json.dumps(rows, indent=1, default=str))
 
 
 def _counters(trial: optuna.trial.FrozenTrial) -> str:
-    counted = measurement_extra(trial).get("server_metrics") or {}
-    keys = ("prefix_cache_hit_rate", "kv_cache_tokens")
-    return " ".join(f"{k}={counted[k]:.3g}" for k in keys if k in counted) or "-"
+    return server_counters(trial, ("prefix_cache_hit_rate", "kv_cache_tokens"), ".3g")
 
 
 def campaign_rows(study: optuna.Study) -> list[dict[str, Any]]:

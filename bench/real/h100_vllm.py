@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.real.knob_screen import copy_storage  # noqa: E402
 from bench.real.make_dummy_model import make  # noqa: E402
 from engines.serving.measure import _POOL  # noqa: E402  (the running server, for the cross-check)
 from tuner.spec import load_spec  # noqa: E402
@@ -78,20 +78,9 @@ def _save(out: Path, spec) -> None:
 
 
 def _copy_db(out: Path, spec) -> None:
-    """A consistent copy of the study's SQLite file, through SQLite's backup API.
-
-    The storage runs in WAL mode, so the .db file alone can lack the latest trials (they sit
-    in the -wal file until a checkpoint): copying the file lost a finished trial once.
-    """
-    db = _db_path(spec)
-    if db.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        source, target = sqlite3.connect(db), sqlite3.connect(out / db.name)
-        try:
-            source.backup(target)
-        finally:
-            source.close()
-            target.close()
+    """A consistent copy of the study's SQLite file, if it exists (see ``copy_storage``)."""
+    if _db_path(spec).exists():
+        copy_storage(f"sqlite:///{_db_path(spec)}", out)
 
 
 class _KeepServer:

@@ -265,14 +265,7 @@ class Screen:
         self.save()
 
     def save(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        db = Path(self.spec.storage_url.removeprefix("sqlite:///"))
-        source, target = sqlite3.connect(db), sqlite3.connect(self.out / db.name)
-        try:
-            source.backup(target)
-        finally:
-            source.close()
-            target.close()
+        copy_storage(self.spec.storage_url, self.out)
         (self.out / "knob-screen.json").write_text(
             json.dumps(trial_rows(self.study), indent=1, default=str)
         )
@@ -284,11 +277,32 @@ def measurement_extra(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     return measurement.get("extra") or {}
 
 
+def copy_storage(storage_url: str, out: Path) -> None:
+    """Copy a study's SQLite file into ``out`` through SQLite's backup API, so a device call
+    brings it back after every trial. The storage runs in WAL mode, so the .db file alone can
+    lack the latest trials (they sit in the -wal file until a checkpoint): copying the file
+    lost a finished trial once."""
+    out.mkdir(parents=True, exist_ok=True)
+    db = Path(storage_url.removeprefix("sqlite:///"))
+    source, target = sqlite3.connect(db), sqlite3.connect(out / db.name)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
+def server_counters(trial: optuna.trial.FrozenTrial, keys: tuple[str, ...], spec: str) -> str:
+    """The server's own counters of the trial named by ``keys``, as ``k=v`` (``spec``: the
+    number format), or "-" without any."""
+    counted = measurement_extra(trial).get("server_metrics") or {}
+    return " ".join(f"{k}={counted[k]:{spec}}" for k in keys if k in counted) or "-"
+
+
 def _server_line(trial: optuna.trial.FrozenTrial) -> str:
     """The server's own counters of the trial, briefly: prefix-cache hits, n-gram acceptance."""
-    counted = measurement_extra(trial).get("server_metrics") or {}
     keys = ("prefix_cache_hit_rate", "spec_acceptance_rate", "spec_mean_acceptance_length")
-    return " ".join(f"{k}={counted[k]:.3f}" for k in keys if k in counted) or "-"
+    return server_counters(trial, keys, ".3f")
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
