@@ -198,7 +198,8 @@ class CampaignRun:
         return None
 
     def failed_to_start(self, config: str) -> str | None:
-        """The reason a config's server could not start, from any shape's study."""
+        """The reason a config's server could not start (or died: ``crash`` does not say
+        which), from any shape's study; its other shapes are then not tried."""
         for study in self.studies.values():
             for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
                 reason = fail_reason(trial)

@@ -117,8 +117,8 @@ def build_costs(
         stage_transfer_s=profile.stage_transfer_latency_s,
         overhead_graph_s=profile.step_overhead_graph_s if plan.cuda_graphs else no_graphs,
         overhead_eager_s=eager if plan.cuda_graphs else no_graphs,
-        # per sequence, every step: scheduling and sampling; without CUDA graphs the eager
-        # path's cost that grows with the batch; a dequantising KV-cache attention path's
+        # per sequence, every step: scheduling and sampling; without CUDA graphs, the eager
+        # path's cost that grows with the batch; and a dequantising KV-cache attention path's
         overhead_per_seq_s=profile.step_overhead_per_seq_s
         + (0.0 if plan.cuda_graphs else profile.eager_per_seq_s)
         + profile.kv_per_seq_s.get(plan.kv_dtype, 0.0),
