@@ -209,6 +209,33 @@ def test_admission_delay_per_stream_grows_with_the_streams_in_flight() -> None:
     assert 0.002 < mean_extra_ttft(light) < mean_extra_ttft(busy)
 
 
+def test_an_admission_delay_gathers_long_prompts_into_waves() -> None:
+    """Long prompts at a closed loop whose replacements become schedulable only after a few
+    decode steps: the finishing requests of a wave all finish before the next prefill stalls
+    them, so decodes see fewer prefill steps (TPOT falls) and new prompts queue together (TTFT
+    rises), as the campaign's 6k-token runs did (docs/simulator.md section 6)."""
+    limits = dataclasses.replace(LIMITS, max_batched_tokens=1024, max_seqs=64)
+    plan = workload(
+        input_tokens=900,
+        output_tokens=24,
+        arrival={"kind": "concurrency", "concurrency": 12},
+        num_requests=120,
+    )
+    base = simulate_schedule(plan, limits, toy_step_time)
+    waved = simulate_schedule(
+        plan, dataclasses.replace(limits, admission_delay_s=0.009), toy_step_time
+    )
+    check_invariants(waved, plan, limits)
+
+    def p50(result: SimResult, first: bool) -> float:
+        if first:
+            return float(np.median([r.first_token_s - r.start_s for r in result.records]))
+        return float(np.median([np.mean(r.itl_s) for r in result.records]))
+
+    assert p50(waved, first=False) < 0.9 * p50(base, first=False)
+    assert p50(waved, first=True) > p50(base, first=True) + 0.009
+
+
 def test_sequences_sharing_a_cached_prefix_can_read_it_together() -> None:
     """With ``prefix_reads_shared`` 1 the decoding sequences that got the shared prefix from the
     cache read its KV once per step (cascade attention): the run is faster than when each reads
