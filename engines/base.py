@@ -78,6 +78,9 @@ class ServingPlan:
     chunked_prefill: bool
     cuda_graphs: bool
     block_size: int = 16
+    # API server processes in front of the engine (vLLM's --api-server-count): each streams its
+    # share of the requests' tokens, so more of them lift the host's cap on tokens per second
+    api_servers: int = 1
 
     @property
     def gpus(self) -> int:

@@ -40,11 +40,12 @@ _NESTED = {
 _EFFECTIVE = {"async_scheduling": True, "api_server_count": 1}
 # Knobs the simulator does not model (it costs a config through VllmEngine.plan, which reads
 # none of them): a multi-fidelity study lets the sim narrow precision and batch limits and
-# leaves these to the real stage.
+# leaves these to the real stage. api_server_count is modelled (ServingPlan.api_servers: the
+# API servers' cap on streamed tokens, docs/simulator.md).
 SIM_IGNORES = (
     "async_scheduling", "stream_interval", "max_num_partial_prefills",
     "long_prefill_token_threshold", "max_cudagraph_capture_size", "cudagraph_mode",
-    "attention_backend", "performance_mode", "api_server_count", "scheduling_policy",
+    "attention_backend", "performance_mode", "scheduling_policy",
     "kv_offloading_size", "speculative_method", "num_speculative_tokens", "prompt_lookup_max",
     "prompt_lookup_min", "draft_tensor_parallel_size",
 )  # fmt: skip
@@ -405,6 +406,7 @@ class VllmEngine(ServedEngine):
             chunked_prefill=bool(config.get("enable_chunked_prefill", True)),
             cuda_graphs=not config.get("enforce_eager", False),
             block_size=int(config.get("block_size", 16)),
+            api_servers=int(config.get("api_server_count") or 1),
         )
 
     def engine_rules(self, config: Config, ctx: RunContext) -> list[str]:

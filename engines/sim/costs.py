@@ -61,6 +61,7 @@ class StepCosts:
     overhead_graph_s: float
     overhead_eager_s: float
     overhead_per_seq_s: float
+    host_per_seq_s: float = 0.0  # the engine core's work per sequence, beside the GPU's
 
 
 def compute_rate(gpu: GpuSpec, plan: ServingPlan, profile: EngineProfile) -> float:
@@ -122,6 +123,7 @@ def build_costs(
         overhead_per_seq_s=profile.step_overhead_per_seq_s
         + (0.0 if plan.cuda_graphs else profile.eager_per_seq_s)
         + profile.kv_per_seq_s.get(plan.kv_dtype, 0.0),
+        host_per_seq_s=profile.host_per_seq_s,
     )
 
 
@@ -158,7 +160,10 @@ def step_time(
 
     ``kv_tokens`` are cached positions read by attention; ``seqs`` sequences are in the batch.
     Scalars give a scalar, arrays (one entry per step) an array. Decode-only steps replay CUDA
-    graphs (when the plan has them), so their CPU cost is lower.
+    graphs (when the plan has them), so their CPU cost is lower. The engine core's own work
+    (scheduling, handing outputs on) runs beside the GPU's: a step lasts as long as the longer
+    of the two. The API servers' streaming is the scheduler's (it delays what clients see, not
+    the engine).
     """
     micro = np.maximum(np.minimum(costs.pp, seqs), 1.0)  # micro-batches in flight
     gpus = costs.tp * costs.pp
@@ -170,12 +175,13 @@ def step_time(
     roofline = np.maximum(flops / costs.flops_per_s, read / costs.bytes_per_s)
     per_micro = roofline + allreduce_time(costs, tokens_micro)
     overhead = costs.overhead_graph_s if decode_only else costs.overhead_eager_s
-    return (
+    gpu_side = (
         costs.pp * per_micro
         + (costs.pp - 1) * costs.stage_transfer_s
         + overhead
         + costs.overhead_per_seq_s * seqs
     )
+    return np.maximum(gpu_side, costs.host_per_seq_s * seqs)
 
 
 def prefill_attended(offset: int, chunk: int) -> int:

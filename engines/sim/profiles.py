@@ -73,6 +73,14 @@ class EngineProfile:
     # it save by reading it together, as vLLM's cascade attention does for a long common
     # prefix: 0 (the built-ins) reads it once per sequence, 1 once per step.
     prefix_reads_shared: float = 0.0
+    # The host's two processes run beside the GPU (vLLM V1 with async scheduling): the engine
+    # core's scheduling and output handling, per sequence in a step, makes a step as long as
+    # the longer of it and the GPU's work; one API server's streaming (detokenising, SSE frames,
+    # its share of HTTP and tokenising), per token it writes, shared by `api_servers` processes,
+    # queues behind the engine and delays what clients see (bench/sim_host_limits.py,
+    # docs/simulator.md).
+    host_per_seq_s: float = 0.0
+    api_per_token_s: float = 0.0
 
 
 def strip_sources(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,6 +168,8 @@ _ADDED_LATER = (
     "eager_step_s",
     "kv_per_seq_s",
     "prefix_reads_shared",
+    "host_per_seq_s",
+    "api_per_token_s",
 )
 
 

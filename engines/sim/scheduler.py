@@ -48,6 +48,9 @@ class SchedulerLimits:
     prefix_caching: bool
     admission_delay_s: float = 0.0  # arrival at the server -> first schedulable (see _send)
     admission_delay_per_stream_s: float = 0.0  # more of it per request already in flight
+    api_servers: int = 1  # API server processes sharing those streams (--api-server-count)
+    # seconds of API server work per token it streams, all its processes together (see _deliver)
+    api_token_s: float = 0.0
     # share of the per-sequence reads of a cached shared prefix's KV that sequences sharing it
     # save: 0 reads it once per sequence (paged attention), 1 once per step (cascade attention)
     prefix_reads_shared: float = 0.0
@@ -98,7 +101,12 @@ class _Batcher:
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
         self.pending: deque[tuple[float, int]] = deque()  # (schedulable at, request)
-        self.sent = self.in_flight = self.max_in_flight = 0
+        self.sent = self.in_flight = self.max_in_flight = self.done = 0
+        # the API servers stream every token the engine emits, in order: when they are through
+        # with what is emitted so far, and the finished requests they have still to deliver
+        self.api_free_at = 0.0
+        self.deliveries: deque[tuple[float, int]] = deque()  # (client sees it at, requests)
+        self.delivered_log: list[np.ndarray] = []  # per step: when its tokens reach the clients
         self.slot_freed_at = 0.0
         self.now, self.steps, self.used, self.preemptions = 0.0, 0, 0, 0
         bs = limits.block_size
@@ -127,11 +135,18 @@ class _Batcher:
     def _admission_delay(self) -> float:
         """Arrival -> schedulable for a request sent now: a fixed part (HTTP, tokenizing) and a
         part per stream the API server is already serving (one Python process writes every
-        stream's tokens, so a request waits longer for its turn the more streams are open)."""
-        return self.lim.admission_delay_s + self.lim.admission_delay_per_stream_s * self.in_flight
+        stream's tokens, so a request waits longer for its turn the more streams are open; with
+        several API servers each serves its share of them)."""
+        streams = self.in_flight / max(self.lim.api_servers, 1)
+        return self.lim.admission_delay_s + self.lim.admission_delay_per_stream_s * streams
 
     def _release(self) -> None:
         """Send every request that has arrived (open loop) or has a free slot (closed loop)."""
+        while self.deliveries and self.deliveries[0][0] <= self.now:
+            at, count = self.deliveries.popleft()
+            if self.in_flight >= self.cap:
+                self.slot_freed_at = at
+            self.in_flight -= count
         while self.sent < self.n and self.in_flight < self.cap:
             if self.arrival is None:
                 self._send(self.sent, self.now)
@@ -143,8 +158,11 @@ class _Batcher:
             self.waiting.append(self.pending.popleft()[1])
 
     def _next_arrival(self) -> float:
-        """When the next request becomes schedulable (a send, or the end of a pending delay)."""
+        """When the next request becomes schedulable (a send, the end of a pending delay, or a
+        delivery that frees a client)."""
         ready = self.pending[0][0] if self.pending else np.inf
+        if self.deliveries and self.sent < self.n:
+            ready = min(ready, self.deliveries[0][0])
         if self.arrival is None or self.sent >= self.n or self.in_flight >= self.cap:
             return ready
         return min(ready, float(self.arrival[self.sent]) + self._admission_delay())
@@ -266,17 +284,20 @@ class _Batcher:
         self._log(np.array([self.now]), np.array([duration]), tokens, bool(dec.size))
         self.ctx[dec] += 1
         self.gen[dec] += 1
-        emitted = [dec]
+        emitted, firsts = [dec], []
         for i, _, chunk in chunks:
             self.ctx[i] += chunk
             self._maybe_cache_prefix(i)
             if self.ctx[i] == self.target[i]:  # prefill done: first (or next) token comes out
                 self.gen[i] += 1
                 if np.isnan(self.first[i]):
-                    self.first[i] = self.now
+                    firsts.append(i)
                 self.seg_open[i] = self.steps - 1
                 emitted.append(np.array([i]))
-        self._finish(np.concatenate(emitted))
+        tokens_out = np.concatenate(emitted)
+        delivered = float(self._deliver(np.array([self.now]), tokens_out.size)[-1])
+        self.first[firsts] = delivered
+        self._finish(tokens_out, delivered)
 
     def _prefix_reads_saved(self, dec: np.ndarray) -> int:
         """KV positions a step does not read because decoding sequences that share the cached
@@ -334,23 +355,44 @@ class _Batcher:
         self.blocks[dec] = _ceil_div(self.ctx[dec] - self.skip[dec], bs)
         self.used += int(self.blocks[dec].sum())
         self._log(ends, durations, r, True)
-        self._finish(dec)
+        self._finish(dec, float(self._deliver(ends, r)[-1]))
 
-    def _finish(self, candidates: np.ndarray) -> None:
-        """Complete requests that produced their last token in the step just run."""
+    def _deliver(self, ends: np.ndarray, tokens_per_step: int) -> np.ndarray:
+        """When the API servers have written the tokens of each step ending at ``ends`` (each
+        emitting ``tokens_per_step``): they start on a step's tokens once it ends and once they
+        are through with the earlier ones. With no API cost that is when the steps end.
+
+        The engine does not wait for them (its process runs on), so a backlog delays only what
+        the clients see: tokens, completions, and under a closed loop the next request.
+        """
+        work = self.lim.api_token_s * tokens_per_step
+        if work <= 0.0:
+            delivered = ends
+        else:
+            # free_k = max(free_{k-1}, end_k) + work, unrolled over the steps: the free time
+            # after step k is k * work past the latest of free_0 and end_j - (j - 1) * work
+            steps = np.arange(ends.size)
+            latest = np.maximum.accumulate(np.maximum(ends - steps * work, self.api_free_at))
+            delivered = latest + (steps + 1) * work
+            self.api_free_at = float(delivered[-1])
+        self.delivered_log.append(delivered)
+        return delivered
+
+    def _finish(self, candidates: np.ndarray, delivered: float) -> None:
+        """Complete requests that produced their last token in the step just run; their clients
+        see it at ``delivered``, when the API servers have written it."""
         done = candidates[self.gen[candidates] >= self.out[candidates]]
         if not done.size:
             return
         for i in done.tolist():
-            self.end[i] = self.now
+            self.end[i] = delivered
             self._close_segment(i, self.steps - 1)
             self.used -= int(self.blocks[i])
             self.blocks[i] = 0
         finished = set(done.tolist())
         self.running = [i for i in self.running if i not in finished]
-        if self.in_flight >= self.cap:
-            self.slot_freed_at = self.now
-        self.in_flight -= done.size
+        self.done += done.size
+        self.deliveries.append((delivered, done.size))
 
     def _log(self, ends: np.ndarray, durations: np.ndarray, tokens: int, decoded: bool) -> None:
         self.log.append((ends, durations, tokens, len(self.running), self.used, decoded))
@@ -361,11 +403,14 @@ class _Batcher:
         finished = 0
         while finished < self.n:
             self._release()
-            if not self.running and not self.waiting:
-                self.now = max(self.now, self._next_arrival())
-                self._release()
-                if not self.waiting:
+            while not self.running and not self.waiting:
+                # idle until a request can be scheduled: a delivery frees a client, who sends;
+                # the request then waits out its admission delay
+                upcoming = self._next_arrival()
+                if not np.isfinite(upcoming):
                     raise RuntimeError("simulator stalled: nothing to run and nothing to arrive")
+                self.now = max(self.now, upcoming)
+                self._release()
             steps_before = self.steps
             dec, chunks, leap = self._plan_step()
             if leap and dec.size:
@@ -374,7 +419,7 @@ class _Batcher:
                 self._run_step(dec, chunks)
             if self.steps == steps_before:
                 raise RuntimeError("simulator stalled: a step could be planned for nobody")
-            finished = self.sent - self.in_flight
+            finished = self.done
 
     # -- results -------------------------------------------------------------------------
     def _trace(self, column: int) -> np.ndarray:
@@ -394,13 +439,14 @@ class _Batcher:
         decode_steps: np.ndarray,
         decode_count: np.ndarray,
     ) -> np.ndarray:
-        """Gaps between request ``i``'s streamed tokens.
+        """Gaps between request ``i``'s streamed tokens as its client sees them (``ends``: when
+        each step's tokens reach the clients, later than the step's end behind an API backlog).
 
         A request emits a token at the step ending its prefill (segment start) and at every
         decoding step until it finishes or is preempted (segment end).
         """
         segments = self.segments[i]
-        if len(segments) == 1:
+        if len(segments) == 1 and self.lim.api_token_s <= 0.0:
             a, b = segments[0]
             if decode_count[b + 1] - decode_count[a + 1] == b - a:  # no prefill-only steps
                 return durations[a + 1 : b + 1]
@@ -413,6 +459,7 @@ class _Batcher:
     def result(self, warmup: int) -> SimResult:
         """Records of the measured requests (``warmup`` first ones dropped) and the step trace."""
         ends, durations = self._trace(0), self._trace(1)
+        seen = np.concatenate(self.delivered_log) if self.delivered_log else ends
         decoded = self._trace(5).astype(bool)
         decode_steps = np.flatnonzero(decoded)
         decode_count = np.concatenate([[0], np.cumsum(decoded)])
@@ -424,7 +471,7 @@ class _Batcher:
                 end_s=float(self.end[i]) - t0,
                 input_tokens=int(self.inp[i]),
                 output_tokens=int(self.out[i]),
-                itl_s=self._itl(i, ends, durations, decode_steps, decode_count),
+                itl_s=self._itl(i, seen, durations, decode_steps, decode_count),
             )
             for i in range(warmup, self.n)
         ]

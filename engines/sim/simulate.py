@@ -86,6 +86,8 @@ def simulate_run(
         prefix_caching=plan.prefix_caching,
         admission_delay_s=costs_profile.admission_delay_s,
         admission_delay_per_stream_s=costs_profile.admission_delay_per_stream_s,
+        api_servers=plan.api_servers,
+        api_token_s=costs_profile.api_per_token_s / max(plan.api_servers, 1),
         prefix_reads_shared=costs_profile.prefix_reads_shared,
     )
     costs = build_costs(ctx.model, gpu, plan, costs_profile)

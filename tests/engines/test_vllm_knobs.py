@@ -10,7 +10,7 @@ import yaml
 
 from engines.sim import SimulatedEngine
 from engines.space import apply_overrides, named_config
-from engines.vllm import VllmEngine
+from engines.vllm import SIM_IGNORES, VllmEngine
 
 KNOBS = {
     "async_scheduling": True,
@@ -108,12 +108,17 @@ def test_knob_rules_mirror_vllm_start_checks(make_ctx):
     assert any("exceeds max_model_len" in r for r in engine.validate(too_long, ctx))
 
 
-def test_the_simulator_ignores_the_knobs(make_ctx):
+def test_the_simulator_ignores_the_knobs_it_does_not_model(make_ctx):
+    """The knobs of SIM_IGNORES leave the sim's plan as it was; api_server_count, which it
+    models (the API servers' share of the streaming), is in the plan."""
     ctx = make_ctx()
     sim = SimulatedEngine(VllmEngine())
     base = sim.defaults(ctx.model, ctx.hardware)
-    tuned = {**base, "stream_interval": 8, "api_server_count": 4, "attention_backend": "FLASHINFER"}
+    tuned = {**base, "stream_interval": 8, "attention_backend": "FLASHINFER"}
     assert sim.plan(base, ctx) == sim.plan(tuned, ctx)
+    assert "api_server_count" not in SIM_IGNORES
+    assert sim.plan(base, ctx).api_servers == 1
+    assert sim.plan({**base, "api_server_count": 4}, ctx).api_servers == 4
 
 
 def _ngram(engine: VllmEngine, ctx, **changes) -> dict:

@@ -248,3 +248,22 @@ def test_neutral_late_constants_keep_a_profiles_label(tmp_path) -> None:
     )
     assert profile_version(str(plain)) == profile_version(str(zeros))
     assert profile_version(str(set_)) != profile_version(str(plain))
+
+
+def test_the_engine_cores_work_beside_the_gpu_lengthens_only_steps_shorter_than_it() -> None:
+    """host_per_seq_s runs beside the GPU: a step lasts the longer of the two, never their sum.
+    SmolLM2-135M's decode step at 256 sequences is a fraction of the 8.4 ms the host needs;
+    Llama-8B's prefill of 8k tokens takes far longer, so the host's share hides behind it."""
+    small = ModelSpec.model_validate("SmolLM2-135M")
+    plan = make_plan()
+    host = dataclasses.replace(VLLM, host_per_seq_s=33e-6)
+    none = dataclasses.replace(VLLM, host_per_seq_s=0.0)
+    args = (np.array([256]), np.array([256 * 500]), np.array([256 * 500]), np.array([256]))
+    gpu_only = float(step_time(build_costs(small, H100, plan, none), *args, True)[0])
+    with_host = float(step_time(build_costs(small, H100, plan, host), *args, True)[0])
+    assert gpu_only < 256 * 33e-6 / 2
+    assert with_host == pytest.approx(256 * 33e-6)
+    prefill = (np.array([8192]), np.array([8192 * 4096]), np.array([0]), np.array([8]))
+    long_gpu = float(step_time(build_costs(LLAMA_8B, H100, plan, none), *prefill, False)[0])
+    long_host = float(step_time(build_costs(LLAMA_8B, H100, plan, host), *prefill, False)[0])
+    assert long_host == long_gpu

@@ -254,3 +254,54 @@ def test_sequences_sharing_a_cached_prefix_can_read_it_together() -> None:
     plain = workload(input_tokens=640, output_tokens=64)
     same = simulate_schedule(plain, dataclasses.replace(limits, prefix_reads_shared=1.0), step)
     assert same.duration_s == simulate_schedule(plain, limits, step).duration_s
+
+
+DECODE_HEAVY = {
+    "input_tokens": {"kind": "uniform", "low": 16, "high": 64},
+    "output_tokens": {"kind": "uniform", "low": 64, "high": 128},
+}
+
+
+def _tokens_per_s(result: SimResult) -> float:
+    return sum(r.output_tokens for r in result.records) / result.duration_s
+
+
+def test_the_api_servers_streaming_caps_a_closed_loops_tokens_per_second() -> None:
+    """The toy engine decodes ~19k tokens/s at 32 sequences; an API server spending 200 us per
+    token can write 5k/s, and a closed loop's clients wait for it, so the run goes at the API's
+    pace. Two API servers (half the cost each token) nearly double it."""
+    plan = workload(num_requests=400, **DECODE_HEAVY)
+    free = _tokens_per_s(run(plan))
+    one = run(plan, api_token_s=2e-4)
+    two = run(plan, api_token_s=1e-4)
+    check_invariants(one, plan, LIMITS)
+    check_invariants(two, plan, LIMITS)
+    assert free > 3 * 5000
+    assert 0.85 * 5000 < _tokens_per_s(one) <= 1.01 * 5000
+    assert 1.6 < _tokens_per_s(two) / _tokens_per_s(one) < 2.05
+    # the backlog shows in what the clients see: later first tokens
+    ttft = [r.first_token_s - r.start_s for r in one.records]
+    ttft0 = [r.first_token_s - r.start_s for r in run(plan).records]
+    assert np.median(ttft) > 2 * np.median(ttft0)
+
+
+def test_an_api_server_with_time_to_spare_changes_little() -> None:
+    """At a tenth of the engine's rate the API servers keep up: under 5% slower, not capped."""
+    plan = workload(num_requests=400, **DECODE_HEAVY)
+    base, streamed = run(plan), run(plan, api_token_s=5e-6)
+    check_invariants(streamed, plan, LIMITS)
+    assert 0.95 < _tokens_per_s(streamed) / _tokens_per_s(base) <= 1.0
+
+
+def test_an_engine_idle_behind_the_api_servers_waits_for_them_and_the_admission_delay() -> None:
+    """Two clients, a slow API server and an admission delay: the engine often has nothing to
+    run until a delivery frees a client whose next request then waits out its delay. The run
+    idles through that instead of stalling, and each request still reaches the engine the delay
+    after its client saw the previous one end."""
+    plan = workload(num_requests=40, arrival={"kind": "concurrency", "concurrency": 2})
+    result = run(plan, api_token_s=1e-3, admission_delay_s=0.02)
+    check_invariants(result, plan, LIMITS)
+    quick = run(plan, admission_delay_s=0.02)
+    assert result.duration_s > quick.duration_s + 0.02
+    ttft = [r.first_token_s - r.start_s for r in result.records]
+    assert min(ttft) >= 0.02
