@@ -23,11 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from outputs import results_dir
+try:
+    from bench.outputs import results_dir
+except ModuleNotFoundError:  # run as a script (python bench/peer_sims.py): bench/ is on the path
+    from outputs import results_dir  # type: ignore[no-redef]
 
 from tuner.calibration.calibrate import METRICS, RealPoint, load_points, predict
 from tuner.calibration.fidelity import LOO as FIDELITY_LOO
-from tuner.calibration.fidelity import OLD_LOO as FIDELITY_OLD_LOO
 from tuner.calibration.fidelity import ape, config_ranking, error_stats, leave_one_out
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,11 @@ SIM_CANNOT_EXPRESS = [
     "(kv_bandwidth_efficiency, shipped 1.0, fitted per GPU)",
     "the exact shape of a real closed loop's waves: one fitted admission delay (the API "
     "server's latency per request) makes prefills gather into full-budget steps as they do, but "
-    "median TTFT is still 66% off held out, and the real median moved 3x between five clean "
+    "median TTFT is still 44% off held out, and the real median moved 3x between five clean "
     "runs of one config on the H200",
-    "client- and API-server-side costs (tokenising, HTTP, detokenising) beyond a per-sequence "
-    "step overhead and that one admission delay",
+    "tokenising and the API server's queue before the engine sees a request, beyond that one "
+    "admission delay (the API servers' streaming of every token and the engine core's work "
+    "per sequence are modelled, with constants measured on one H200 host: docs/simulator.md)",
 ]
 SHIPPED, AIC = "servetune sim (shipped)", "AIConfigurator"
 LOO = "servetune sim (calibrated, held-out: leave-one-config-out)"
@@ -135,7 +138,7 @@ def held_out_predictions(points: list[RealPoint], report: Path) -> dict[str, dic
     these points (one fit per config is the slow part, ~1 min each), else computed here."""
     if report.is_file():
         rows = json.loads(report.read_text())["rows"]
-        rows = [r for r in rows if r["predictor"] in (FIDELITY_LOO, FIDELITY_OLD_LOO)]
+        rows = [r for r in rows if r["predictor"] == FIDELITY_LOO]
         got: dict[str, dict[str, float]] = {}
         for r in rows:
             got.setdefault(r["point"], {})[r["metric"]] = r["predicted"]

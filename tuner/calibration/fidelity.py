@@ -72,7 +72,6 @@ MEANINGFUL_CONFIGS = 5  # fewer distinct configs: Spearman and top-3 say nothing
 SHIPPED, HELD_OUT = "shipped", "calibrated (held-out)"
 LOO, LOSO = "calibrated (leave-one-config-out)", "calibrated (leave-one-shape-out)"
 IN_SAMPLE = "calibrated (in-sample, not a validation)"
-OLD_LOO = "calibrated (leave-one-out)"  # LOO's name in reports written before issue 25
 
 
 def ranking(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from tuner.calibration.fidelity import (
     IN_SAMPLE,
     LOO,
     LOSO,
-    OLD_LOO,
     SHIPPED,
     FidelityReport,
 )
@@ -193,7 +192,6 @@ COLOURS = {
     SHIPPED: "#7f7f7f",
     HELD_OUT: "#d62728",
     LOO: "#1f77b4",
-    OLD_LOO: "#1f77b4",  # the same predictor, in reports written before its rename
     LOSO: "#9467bd",
     IN_SAMPLE: "#2ca02c",
 }
