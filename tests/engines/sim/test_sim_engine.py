@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.sim_host_limits import EXTRACTION  # issue 27's workload 3, as the bench runs it
 from engines import EngineError, HardwareSpec, ModelSpec, RunContext, WorkloadSpec, get_engine
 from engines.sim.simulate import simulate
 
@@ -135,13 +136,6 @@ def test_the_sim_measures_after_its_warmup_as_the_load_generator_does():
 
 SMOLLM2 = ModelSpec.model_validate("SmolLM2-135M")
 H200 = HardwareSpec(gpu="H200")
-EXTRACTION = WorkloadSpec(
-    input_tokens=406,
-    output_tokens=128,
-    num_requests=1600,
-    warmup_requests=64,
-    arrival={"kind": "concurrency", "concurrency": 256},
-)
 
 
 def test_api_servers_lift_a_small_model_the_host_limits_and_barely_move_a_light_load(vllm):
