@@ -30,7 +30,10 @@ from tuner.spec import load_spec
 from tuner.study.finalists import Remeasured, choose_winner
 
 DB = Path("studies/real/h200/session6-knobs/h200-beyond-expert.db")
-CAPACITY_DB = Path("studies/real/h200/session9-capacity/h200-beyond-expert-capacity.db")
+CAPACITY_DBS = (  # the spec hash changed after session 9, so sessions 14-16 share a new file
+    Path("studies/real/h200/session9-capacity/h200-beyond-expert-capacity.db"),
+    Path("studies/real/h200/session16-capacity/h200-beyond-expert-capacity.db"),
+)
 CAPACITY_SPEC = Path("studies/real/h200-beyond-expert-capacity.yaml")  # the DB's study and SLO
 EXTRACTION_DB = Path("studies/real/h200/session10-smollm2/h200-smollm2-extraction.db")
 EXTRACTION_SPEC = Path("studies/real/h200-smollm2-extraction.yaml")  # workload 3
@@ -198,7 +201,7 @@ def summary(db: Path) -> dict[str, Any]:
             "chosen by tuner.study.finalists.choose_winner with outside_noise (its interval must "
             "clear the expert's)",
         },
-        "capacity": capacity_summary(CAPACITY_DB) if CAPACITY_DB.exists() else None,
+        "capacity": capacity_summary() if all(db.exists() for db in CAPACITY_DBS) else None,
         "extraction": extraction_summary(EXTRACTION_DB) if EXTRACTION_DB.exists() else None,
         "knobs": knob_table(found, main),
         "best_config": {"knob": best_name, "options": best["options"], "over": "the expert"},
@@ -234,64 +237,152 @@ def group_by_stretch(trials: list[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
 
 def capacity_of(trial: FrozenTrial) -> dict[str, Any]:
     """One server's capacity search: the highest rate that met the SLO and the lowest that
-    missed (the bracket), from the trial's stored measurement."""
+    missed (the bracket), from the trial's stored measurement, and the rate it started from (the
+    closed-loop rate at concurrency 64), which sets every rate the search can visit."""
     extra = extra_of(trial)
     found = extra["capacity"]
+    start = float(found["probes"][0]["rate"])
     return {
         "trial": trial.number,
         "rps": float(found["capacity_rps"]),
         "bracket": [float(v) for v in found["bracket"]],
         "goodput_rps": float(found["goodput_rps"]),
         "probes": len(found["probes"]),
+        "start_rps": start,
+        "capacity_over_start": float(found["capacity_rps"]) / start,
+        "gpu": trial.user_attrs.get("gpu"),
         "server_argv": extra.get("server_argv"),
     }
 
 
-def capacity_summary(db: Path) -> dict[str, Any]:
-    """Workload 2 (capacity under the chat SLO), from the stretch that measured the expert and a
-    knob on one machine. A capacity search gives a bracket [highest rate met, lowest missed]; the
-    knob is ahead outside the search's resolution when its met rate clears the expert's missed
-    one. ``outside_noise`` stays None until 3 interleaved rounds each say how capacity varies
-    server to server (issue 27's protocol), which this data does not have."""
+def capacity_trials(dbs: tuple[Path, ...]) -> list[FrozenTrial]:
+    """Every completed capacity trial of every DB (session 9's, and the one sessions 14-16 share:
+    the spec's hash changed between them, so the study started again in a new file; stretch
+    names do not repeat across files)."""
+    name = load_spec(CAPACITY_SPEC).name
+    trials: list[FrozenTrial] = []
+    for db in dbs:
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+        trials += study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return trials
+
+
+def capacity_stretch(trials: list[FrozenTrial]) -> dict[str, Any]:
+    """One machine's capacity servers, each config's rounds pooled (mean and Student-t interval
+    of the per-server capacities) with the expert's first-to-last drift."""
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        rounds.setdefault(knob_name(trial), []).append(capacity_of(trial))
+    configs = {}
+    for name, servers in rounds.items():
+        rates = [s["rps"] for s in servers]
+        configs[name] = {
+            "servers": len(servers),
+            "rps": rates,
+            "rps_interval": interval(rates) if len(rates) > 1 else None,
+            "met_mean": float(np.mean(rates)),
+            "missed_mean": float(np.mean([s["bracket"][1] for s in servers])),
+        }
+    experts = [s for k in EXPERTS for s in rounds.get(k, [])]
+    drift_pct = 100 * (experts[-1]["rps"] / experts[0]["rps"] - 1) if len(experts) > 1 else None
+    return {
+        "gpu": trials[0].user_attrs.get("gpu"),
+        "same_machine": len({t.user_attrs.get("gpu") for t in trials}) == 1,
+        "configs": configs,
+        "expert_drift_pct": drift_pct,
+    }
+
+
+def capacity_winner(stretch: dict[str, Any]) -> str:
+    """The product's outside-noise rule on the pooled capacities (``choose_winner``): a knob
+    replaces the expert only when its interval clears the expert's."""
+    entries = [
+        Remeasured(
+            trial=-1 if name == "expert" else k,
+            engine="vllm",
+            config={"knob": name},
+            baseline=name == "expert",
+            metrics={"capacity_rps": c["met_mean"]},
+            intervals={"capacity_rps": (c["rps_interval"]["low"], c["rps_interval"]["high"])},
+            rounds=c["servers"],
+            feasible=True,
+        )
+        for k, (name, c) in enumerate(stretch["configs"].items())
+        if c["rps_interval"] is not None and name not in EXPERTS[1:]
+    ]
+    chosen = choose_winner(entries, "capacity_rps", outside_noise=True)
+    return "expert" if chosen is None or chosen.baseline else str(chosen.config["knob"])
+
+
+def capacity_summary(dbs: tuple[Path, ...] = CAPACITY_DBS) -> dict[str, Any]:
+    """Workload 2 (capacity under the chat SLO). A capacity search gives a bracket [highest rate
+    met, lowest missed) and starts from the closed-loop rate, so it only visits that rate times
+    1, 2, 1.5, 1.75, 1.625 ...: two configs whose start rates differ by 2% read 2% apart at the
+    same point of the bisection. So the comparison is made three ways: the ratio of pooled
+    capacities with the outside-noise rule (issue 27's protocol: rounds on servers of their own,
+    interleaved, on one machine), and ``ratio_upper``, the knob's mean missed rate over the
+    expert's mean met rate: the most the knob can be ahead by on that machine, whatever the
+    bisection's grid."""
     spec = load_spec(CAPACITY_SPEC)
     slo = spec.feasibility_slos  # what each capacity probe was judged on
-    study = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{db}")
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    stretches = group_by_stretch(done)
+    stretches = group_by_stretch(capacity_trials(dbs))
+    blocks = {name: capacity_stretch(trials) for name, trials in sorted(stretches.items())}
     by_stretch = {
         name: {str(t.user_attrs["knob"]): capacity_of(t) for t in trials}
         for name, trials in sorted(stretches.items())
     }
-    paired = [n for n, k in by_stretch.items() if "expert" in k and len(k) > 1]
-    if not paired:
+    rounds = [n for n, b in blocks.items() if len(b["configs"]) > 1 and "expert" in b["configs"]]
+    if not rounds:
         return {"slo": slo, "by_stretch": by_stretch, "ratio": None, "outside_noise": None}
-    main = by_stretch[paired[-1]]
+    main_name = max(rounds, key=lambda n: (blocks[n]["configs"]["expert"]["servers"], n))
+    main = blocks[main_name]
+    expert = main["configs"]["expert"]
     best_name, best = max(
-        ((n, k) for n, k in main.items() if n != "expert"), key=lambda kv: kv[1]["rps"]
+        ((n, c) for n, c in main["configs"].items() if n not in EXPERTS),
+        key=lambda kv: kv[1]["met_mean"],
     )
-    expert = main["expert"]
-    gpus = {t.user_attrs.get("gpu") for t in stretches[paired[-1]]}
+    winner = capacity_winner(main)
     return {
         "slo": slo,
         "workload": "1024 in / 256 out, Poisson arrivals at each probed rate for >= 20 s, fresh "
         "prompts per probe; the search starts at the closed-loop rate at concurrency 64",
-        "stretch": paired[-1],
-        "same_machine": len(gpus) == 1,
-        "expert_rps": expert["rps"],
+        "stretch": main_name,
+        "gpu": main["gpu"],
+        "same_machine": main["same_machine"],
+        "expert_rps": expert["met_mean"],
+        "expert_servers": expert["servers"],
         "best": best_name,
-        "best_rps": best["rps"],
-        "ratio": best["rps"] / expert["rps"],
+        "best_rps": best["met_mean"],
+        "best_servers": best["servers"],
+        "ratio": best["met_mean"] / expert["met_mean"],
         "ratio_range": [
-            best["bracket"][0] / expert["bracket"][1],
-            best["bracket"][1] / expert["bracket"][0],
+            best["met_mean"] / expert["missed_mean"],
+            best["missed_mean"] / expert["met_mean"],
         ],
-        "brackets_disjoint": best["bracket"][0] > expert["bracket"][1],
-        "outside_noise": None,
-        "servers_per_config": 1,
+        "ratio_upper": best["missed_mean"] / expert["met_mean"],
+        "ci_expert": [expert["rps_interval"]["low"], expert["rps_interval"]["high"]],
+        "ci_best": (
+            [best["rps_interval"]["low"], best["rps_interval"]["high"]]
+            if best["rps_interval"]
+            else None
+        ),
+        "outside_noise": winner == best_name,
+        "winner_outside_noise": winner,
+        "expert_drift_pct": main["expert_drift_pct"],
+        "expert_rps_by_machine": {
+            name: b["configs"]["expert"]["met_mean"]
+            for name, b in blocks.items()
+            if "expert" in b["configs"]
+        },
+        "capacity_over_start": sorted(
+            round(c["capacity_over_start"], 3) for k in by_stretch.values() for c in k.values()
+        ),
+        "stretches": blocks,
         "by_stretch": by_stretch,
-        "note": "same H200, same stretch; one capacity search per config on its own server "
-        "(no interleaved rounds: the device time ran out); the expert read the same capacity on "
-        "two machines (stretches A and B)",
+        "note": "same H200, same stretch: the expert's servers first, in the middle and last, "
+        "interleaved with the knob's; the other stretches are other machines, each ratio only "
+        "within one (stretches D and E measured the expert alone: their machines were lost "
+        "before the knob's turn)",
     }
 
 
