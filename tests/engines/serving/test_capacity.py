@@ -105,7 +105,10 @@ def _requests(n: int) -> list[LoadRequest]:
     return [LoadRequest("hello there world", 3, TOKENS) for _ in range(n)]
 
 
-def test_capacity_search_finds_the_standin_saturation_point_within_one_step(standin_factory):
+def test_capacity_search_finds_the_standin_saturation_point_within_two_steps(standin_factory):
+    # Two steps, not one: on a busy 2-core machine one stall of ~15 ms fails a probe just below
+    # saturation (it read 68.75 of 80 once, with a README check beside it). A search that
+    # stopped at its start (50) or overshot by doubling (100) still fails.
     server = standin_factory(
         "--max-concurrency",
         str(SLOTS),
@@ -128,8 +131,9 @@ def test_capacity_search_finds_the_standin_saturation_point_within_one_step(stan
     )
     low, high = found.bracket
     step = high - low
-    assert low - step <= SATURATION_RPS <= high + step, found.to_dict()
-    assert abs(found.capacity_rps - SATURATION_RPS) <= step, found.to_dict()
+    assert step <= 0.1 * high, found.to_dict()  # bisected to rel_tol, so two steps stay narrow
+    assert low - 2 * step <= SATURATION_RPS <= high + 2 * step, found.to_dict()
+    assert abs(found.capacity_rps - SATURATION_RPS) <= 2 * step, found.to_dict()
     assert found.goodput_rps > 0
 
 
