@@ -294,24 +294,14 @@ def capacity_stretch(trials: list[FrozenTrial]) -> dict[str, Any]:
 
 
 def capacity_winner(stretch: dict[str, Any]) -> str:
-    """The product's outside-noise rule on the pooled capacities (``choose_winner``): a knob
-    replaces the expert only when its interval clears the expert's."""
-    entries = [
-        Remeasured(
-            trial=-1 if name == "expert" else k,
-            engine="vllm",
-            config={"knob": name},
-            baseline=name == "expert",
-            metrics={"capacity_rps": c["met_mean"]},
-            intervals={"capacity_rps": (c["rps_interval"]["low"], c["rps_interval"]["high"])},
-            rounds=c["servers"],
-            feasible=True,
-        )
-        for k, (name, c) in enumerate(stretch["configs"].items())
+    """The product's outside-noise rule on the pooled capacities: a knob replaces the expert
+    only when its interval clears the expert's."""
+    pooled = {
+        name: c["rps_interval"]
+        for name, c in stretch["configs"].items()
         if c["rps_interval"] is not None and name not in EXPERTS[1:]
-    ]
-    chosen = choose_winner(entries, "capacity_rps", outside_noise=True)
-    return "expert" if chosen is None or chosen.baseline else str(chosen.config["knob"])
+    }
+    return rule_winner("capacity_rps", pooled)
 
 
 def capacity_summary(dbs: tuple[Path, ...] = CAPACITY_DBS) -> dict[str, Any]:
@@ -492,22 +482,26 @@ def finalist_knobs(stretch: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def outside_noise_winner(expert: dict[str, float], knobs: dict[str, dict[str, Any]]) -> str:
     """The product's winner rule (``winner: {outside_noise: true}``) on a stretch's pooled runs:
     a knob replaces the expert only when its interval clears the incumbent's."""
+    return rule_winner(METRIC, {"expert": expert, **{n: k["tok_s"] for n, k in knobs.items()}})
 
-    def remeasured(name: str, tok_s: dict[str, float], baseline: bool) -> Remeasured:
-        return Remeasured(
-            trial=-1 if baseline else knobs[name]["trials"][0],
+
+def rule_winner(metric: str, pooled: dict[str, dict[str, float]]) -> str:
+    """``choose_winner(outside_noise=True)`` over configs by name, each an :func:`interval`
+    (mean, low, high, runs) of ``metric``; ``expert`` is the incumbent."""
+    entries = [
+        Remeasured(
+            trial=-1 if name == "expert" else k,
             engine="vllm",
             config={"knob": name},
-            baseline=baseline,
-            metrics={METRIC: tok_s["mean"]},
-            intervals={METRIC: (tok_s["low"], tok_s["high"])},
-            rounds=tok_s["runs"],
+            baseline=name == "expert",
+            metrics={metric: found["mean"]},
+            intervals={metric: (found["low"], found["high"])},
+            rounds=int(found["runs"]),
             feasible=True,
         )
-
-    entries = [remeasured("expert", expert, True)]
-    entries += [remeasured(name, k["tok_s"], False) for name, k in knobs.items()]
-    chosen = choose_winner(entries, METRIC, outside_noise=True)
+        for k, (name, found) in enumerate(pooled.items())
+    ]
+    chosen = choose_winner(entries, metric, outside_noise=True)
     return "expert" if chosen is None or chosen.baseline else str(chosen.config["knob"])
 
 
